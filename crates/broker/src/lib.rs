@@ -1,0 +1,22 @@
+//! The only crate that speaks AMQP (lapin). It owns:
+//!
+//! - [`topology`]: every exchange and queue name under one prefix, declared idempotently by
+//!   [`topology::declare`];
+//! - [`codec`]: how an [`intake_core::Envelope`] maps to an AMQP message and back (raw body as
+//!   the message body, everything else as properties);
+//! - [`publisher`]: one long-lived connection with confirm-mode channels, reconnecting with
+//!   backoff, that answers a publish only once the broker confirmed it (or says why not).
+#![forbid(unsafe_code)]
+
+pub mod codec;
+mod error;
+pub mod metrics;
+pub mod publisher;
+pub mod topology;
+
+pub use error::BrokerError;
+pub use publisher::{Publisher, PublisherConfig};
+pub use topology::Topology;
+
+/// Re-exported so callers can name lapin types without depending on lapin themselves.
+pub use lapin;
