@@ -40,6 +40,31 @@ pub const DEFAULT_RETRY_TIERS: [Duration; 6] = [
     Duration::from_secs(6 * 3600),
 ];
 
+/// Parses a retry schedule such as `5s,30s,2m,10m,1h,6h` (units `ms`, `s`, `m`, `h`).
+pub fn parse_retry_tiers(spec: &str) -> Result<Vec<Duration>, String> {
+    let tiers = spec
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+            let (n, unit) = t.split_at(split);
+            let n: u64 = n.parse().map_err(|_| format!("invalid retry tier {t:?}"))?;
+            match unit {
+                "ms" => Ok(Duration::from_millis(n)),
+                "s" => Ok(Duration::from_secs(n)),
+                "m" => Ok(Duration::from_secs(n * 60)),
+                "h" => Ok(Duration::from_secs(n * 3600)),
+                _ => Err(format!("invalid retry tier {t:?}: unit must be ms, s, m or h")),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if tiers.is_empty() || tiers.iter().any(Duration::is_zero) {
+        return Err("retry tiers must be a non-empty list of positive delays".into());
+    }
+    Ok(tiers)
+}
+
 /// All names, derived from a prefix, and the retry tiers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
@@ -281,5 +306,17 @@ mod tests {
         assert_eq!(t.delay_queue(Duration::from_secs(6 * 3600)), "t1.delay.6h");
         assert_eq!(t.delay_queue(Duration::from_millis(250)), "t1.delay.250ms");
         assert_eq!(t.dead_letter_queue(), "t1.dead-letters");
+    }
+
+    #[test]
+    fn retry_tiers_parse_with_units() {
+        assert_eq!(
+            parse_retry_tiers("5s,30s,2m,10m,1h,6h"),
+            Ok(DEFAULT_RETRY_TIERS.to_vec())
+        );
+        assert_eq!(parse_retry_tiers(" 250ms "), Ok(vec![Duration::from_millis(250)]));
+        assert!(parse_retry_tiers("5x").is_err());
+        assert!(parse_retry_tiers("").is_err());
+        assert!(parse_retry_tiers("0s").is_err());
     }
 }

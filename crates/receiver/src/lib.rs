@@ -1,1 +1,125 @@
-//! placeholder
+//! The receiver: the HTTP front door of intake.
+//!
+//! A provider that gets a 2xx from us may forget its webhook, so we answer 200 only after
+//! RabbitMQ confirmed the envelope is in a quorum queue (see [`http`] for every other answer).
+//!
+//! - [`config`]: environment configuration;
+//! - [`endpoints`]: operator-declared endpoints (TOML) with secrets from the environment;
+//! - [`auth`]: constant-time credential checks;
+//! - [`http`]: the webhook handler;
+//! - [`run`]: wires it together; `main.rs` only adds tracing and the signal handler.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod endpoints;
+pub mod http;
+pub mod metrics;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::http::HeaderValue;
+use axum::routing::post;
+use intake_broker::topology::parse_retry_tiers;
+use intake_broker::{Publisher, PublisherConfig, Topology};
+use tokio::net::TcpListener;
+
+pub use config::ReceiverConfig;
+
+/// Reads endpoints from the file and/or inline TOML of `config`, secrets from the environment.
+pub fn load_endpoints(
+    config: &ReceiverConfig,
+) -> Result<std::collections::HashMap<String, endpoints::Endpoint>, anyhow::Error> {
+    let mut specs = Vec::new();
+    if let Some(path) = &config.endpoints_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading INTAKE_ENDPOINTS_FILE {}", path.display()))?;
+        specs.extend(endpoints::parse(&text)?);
+    }
+    if let Some(text) = &config.endpoints_toml {
+        specs.extend(endpoints::parse(text).context("parsing INTAKE_ENDPOINTS")?);
+    }
+    Ok(endpoints::resolve(specs, &|var| std::env::var(var).ok())?)
+}
+
+/// Serves webhooks on `listener` until `shutdown` resolves, then stops accepting, lets
+/// in-flight requests finish their publish (bounded by the grace period) and closes the broker
+/// connection.
+pub async fn run(
+    config: ReceiverConfig,
+    endpoints: std::collections::HashMap<String, endpoints::Endpoint>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let tiers =
+        parse_retry_tiers(&config.retry_tiers).map_err(|e| anyhow::anyhow!("INTAKE_RETRY_TIERS: {e}"))?;
+    anyhow::ensure!(
+        config.publish_channels >= 1,
+        "INTAKE_PUBLISH_CHANNELS must be at least 1"
+    );
+    anyhow::ensure!(
+        config.max_body_bytes >= 1,
+        "INTAKE_MAX_BODY_BYTES must be at least 1"
+    );
+    metrics::describe();
+    let publisher = Publisher::start(PublisherConfig {
+        amqp_url: config.amqp_url.clone(),
+        topology: Topology::new(config.queue_prefix.clone(), tiers),
+        channels: config.publish_channels,
+        confirm_timeout: config.confirm_timeout(),
+        role: "receiver",
+    });
+    let retry_after =
+        HeaderValue::from_str(&config.retry_after_secs.to_string()).context("INTAKE_RETRY_AFTER_SECS")?;
+    let state = Arc::new(http::AppState {
+        endpoints,
+        publisher: publisher.clone(),
+        max_body_bytes: config.max_body_bytes,
+        body_timeout: config.body_timeout(),
+        retry_after,
+    });
+    let ready_publisher = publisher.clone();
+    let ops = intake_telemetry::ops_router(Arc::new(move || {
+        let connected = ready_publisher.is_connected();
+        Box::pin(async move { connected })
+    }));
+    let app = Router::new()
+        .route("/webhooks/{name}", post(http::webhook))
+        .route("/webhooks/{name}/{token}", post(http::webhook_with_token))
+        .with_state(state)
+        .merge(ops);
+
+    tracing::info!(addr = %listener.local_addr()?, endpoints = config_summary(&config), "receiver listening");
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopped_tx.send(());
+    });
+    // Graceful shutdown waits for in-flight requests; bound that wait by the grace period.
+    let serve = async move {
+        let serve = std::pin::pin!(serve.into_future());
+        tokio::select! {
+            result = serve => result.map_err(anyhow::Error::from),
+            _ = async { let _ = stopped_rx.await; tokio::time::sleep(grace).await } => {
+                tracing::warn!("shutdown grace period over; closing with requests in flight");
+                Ok(())
+            }
+        }
+    };
+    let result = serve.await;
+    publisher.close().await;
+    tracing::info!("receiver stopped");
+    result
+}
+
+fn config_summary(config: &ReceiverConfig) -> String {
+    format!(
+        "prefix={} max_body={}",
+        config.queue_prefix, config.max_body_bytes
+    )
+}

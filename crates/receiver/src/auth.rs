@@ -1,0 +1,285 @@
+//! Sender authentication. Every comparison of a presented credential with a secret runs in
+//! constant time; a failure never says which check or which part failed.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use hmac::{Hmac, KeyInit, Mac};
+use http::HeaderMap;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// A secret value: redacted from `Debug`, compared in constant time.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    /// The secret itself, for the few places that must use it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Constant-time equality. Both sides are hashed first so neither the content nor the length
+    /// of the secret leaks through timing.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        let a = Sha256::digest(self.0.as_bytes());
+        let b = Sha256::digest(presented);
+        a.as_slice().ct_eq(b.as_slice()).into()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// How an HMAC signature header is encoded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureEncoding {
+    /// Lowercase or uppercase hex (the default).
+    #[default]
+    Hex,
+    /// Standard base64.
+    Base64,
+}
+
+/// The Standard Webhooks verifiers of one endpoint (one per configured secret).
+pub struct StandardVerifiers(Vec<standardwebhooks::Webhook>);
+
+impl std::fmt::Debug for StandardVerifiers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StandardVerifiers({} secrets)", self.0.len())
+    }
+}
+
+/// One authentication check of an endpoint.
+#[derive(Debug)]
+pub enum AuthCheck {
+    /// Header (lowercase name) equals the token.
+    HeaderToken { header: String, token: Secret },
+    /// The URL's token segment equals the token.
+    PathToken(Secret),
+    /// `Authorization: Bearer <token>`.
+    Bearer(Secret),
+    /// `Authorization: Basic base64(username:password)`.
+    Basic { username: Secret, password: Secret },
+    /// HMAC-SHA256 of the raw body in a header (lowercase name).
+    HmacSha256 {
+        header: String,
+        key: Secret,
+        encoding: SignatureEncoding,
+    },
+    /// Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`), 5 min tolerance.
+    StandardWebhooks(StandardVerifiers),
+}
+
+/// What a request presents; the body only once it has been read.
+#[derive(Debug, Clone, Copy)]
+pub struct Presented<'a> {
+    /// Request headers.
+    pub headers: &'a HeaderMap,
+    /// The URL's token segment, if any.
+    pub path_token: Option<&'a str>,
+    /// The raw body (`None` before it has been read).
+    pub body: Option<&'a [u8]>,
+}
+
+impl AuthCheck {
+    /// Builds the Standard Webhooks check from space-separated `whsec_` secrets.
+    pub fn standard_webhooks(secrets: &str) -> Result<AuthCheck, ()> {
+        let verifiers = secrets
+            .split_whitespace()
+            .map(|s| standardwebhooks::Webhook::new(s).map_err(|_| ()))
+            .collect::<Result<Vec<_>, ()>>()?;
+        if verifiers.is_empty() {
+            return Err(());
+        }
+        Ok(AuthCheck::StandardWebhooks(StandardVerifiers(verifiers)))
+    }
+
+    /// Whether this check needs the body (and so runs after it has been read).
+    pub fn needs_body(&self) -> bool {
+        matches!(
+            self,
+            AuthCheck::HmacSha256 { .. } | AuthCheck::StandardWebhooks(_)
+        )
+    }
+
+    /// Runs the check. A body check with no body yet fails.
+    pub fn verify(&self, req: Presented<'_>) -> bool {
+        match self {
+            AuthCheck::HeaderToken { header, token } => req
+                .headers
+                .get(header.as_str())
+                .is_some_and(|v| token.matches(v.as_bytes())),
+            AuthCheck::PathToken(token) => req.path_token.is_some_and(|t| token.matches(t.as_bytes())),
+            AuthCheck::Bearer(token) => {
+                authorization(req.headers, "bearer").is_some_and(|t| token.matches(t.as_bytes()))
+            }
+            AuthCheck::Basic { username, password } => {
+                let Some(encoded) = authorization(req.headers, "basic") else {
+                    return false;
+                };
+                let Ok(decoded) = BASE64.decode(encoded.trim()) else {
+                    return false;
+                };
+                let Some(colon) = decoded.iter().position(|b| *b == b':') else {
+                    return false;
+                };
+                // Evaluate both halves so the time taken does not tell which one was wrong.
+                let user_ok = username.matches(&decoded[..colon]);
+                let pass_ok = password.matches(&decoded[colon + 1..]);
+                user_ok & pass_ok
+            }
+            AuthCheck::HmacSha256 {
+                header,
+                key,
+                encoding,
+            } => {
+                let (Some(body), Some(value)) = (req.body, req.headers.get(header.as_str())) else {
+                    return false;
+                };
+                let Ok(value) = value.to_str() else { return false };
+                let value = value.trim();
+                let value = value.strip_prefix("sha256=").unwrap_or(value);
+                let signature = match encoding {
+                    SignatureEncoding::Hex => decode_hex(value),
+                    SignatureEncoding::Base64 => BASE64.decode(value).ok(),
+                };
+                let Some(signature) = signature else { return false };
+                let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key.expose().as_bytes()) else {
+                    return false;
+                };
+                mac.update(body);
+                // verify_slice compares in constant time.
+                mac.verify_slice(&signature).is_ok()
+            }
+            AuthCheck::StandardWebhooks(verifiers) => {
+                let Some(body) = req.body else { return false };
+                // The crate parses every space-separated signature and checks the timestamp
+                // tolerance (5 min); any configured secret may have produced a signature.
+                verifiers.0.iter().any(|v| v.verify(body, req.headers).is_ok())
+            }
+        }
+    }
+}
+
+/// The credentials of an `Authorization` header with the given scheme (case-insensitive).
+fn authorization<'a>(headers: &'a HeaderMap, scheme: &str) -> Option<&'a str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (given, rest) = value.split_once(' ')?;
+    given.eq_ignore_ascii_case(scheme).then(|| rest.trim())
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Whether every check passes (all are evaluated, whatever fails first).
+pub fn all_pass<'c>(checks: impl IntoIterator<Item = &'c AuthCheck>, req: Presented<'_>) -> bool {
+    checks.into_iter().fold(true, |ok, check| check.verify(req) & ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).expect("header value"));
+        }
+        h
+    }
+
+    fn hmac_hex(key: &str, body: &[u8]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("key");
+        mac.update(body);
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    #[test]
+    fn hmac_accepts_hex_with_or_without_prefix_and_rejects_tampering() {
+        let check = AuthCheck::HmacSha256 {
+            header: "x-sig".into(),
+            key: Secret::new("k".into()),
+            encoding: SignatureEncoding::Hex,
+        };
+        let body = br#"{"a":1}"#;
+        let sig = hmac_hex("k", body);
+        for value in [sig.clone(), format!("sha256={sig}"), sig.to_uppercase()] {
+            let h = headers(&[("x-sig", &value)]);
+            assert!(
+                check.verify(Presented {
+                    headers: &h,
+                    path_token: None,
+                    body: Some(body)
+                }),
+                "{value}"
+            );
+        }
+        let h = headers(&[("x-sig", &sig)]);
+        assert!(!check.verify(Presented {
+            headers: &h,
+            path_token: None,
+            body: Some(br#"{"a":2}"#)
+        }));
+        assert!(!check.verify(Presented {
+            headers: &h,
+            path_token: None,
+            body: None
+        }));
+    }
+
+    #[test]
+    fn basic_needs_both_parts_right() {
+        let check = AuthCheck::Basic {
+            username: Secret::new("u".into()),
+            password: Secret::new("p".into()),
+        };
+        let ok = headers(&[("authorization", &format!("Basic {}", BASE64.encode("u:p")))]);
+        let bad = headers(&[("authorization", &format!("Basic {}", BASE64.encode("u:x")))]);
+        let bearer = headers(&[("authorization", "Bearer p")]);
+        assert!(check.verify(Presented {
+            headers: &ok,
+            path_token: None,
+            body: None
+        }));
+        assert!(!check.verify(Presented {
+            headers: &bad,
+            path_token: None,
+            body: None
+        }));
+        assert!(!check.verify(Presented {
+            headers: &bearer,
+            path_token: None,
+            body: None
+        }));
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let s = Secret::new("hunter2".into());
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert!(s.matches(b"hunter2"));
+        assert!(!s.matches(b"hunter"));
+    }
+}

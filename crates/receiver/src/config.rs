@@ -1,0 +1,104 @@
+//! The receiver's configuration, read from environment variables (12-factor) with defaults for
+//! a local run, and validated at start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Receiver settings. Every field can be set by the environment variable named in `env`.
+#[derive(Clone, Parser)]
+#[command(
+    name = "intake-receiver",
+    about = "Webhook receiver: 200 only once RabbitMQ confirmed"
+)]
+pub struct ReceiverConfig {
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "INTAKE_LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    pub listen_addr: SocketAddr,
+
+    /// AMQP URL of RabbitMQ (holds a password: never logged).
+    #[arg(
+        long,
+        env = "INTAKE_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    pub amqp_url: String,
+
+    /// Prefix of every exchange and queue name.
+    #[arg(long, env = "INTAKE_QUEUE_PREFIX", default_value = "intake")]
+    pub queue_prefix: String,
+
+    /// Retry delay tiers declared with the topology (comma-separated, units ms/s/m/h).
+    #[arg(long, env = "INTAKE_RETRY_TIERS", default_value = "5s,30s,2m,10m,1h,6h")]
+    pub retry_tiers: String,
+
+    /// Path of a TOML file declaring endpoints (see README). Optional if `INTAKE_ENDPOINTS` is set.
+    #[arg(long, env = "INTAKE_ENDPOINTS_FILE")]
+    pub endpoints_file: Option<PathBuf>,
+
+    /// Endpoints as inline TOML (same format as the file); added to those from the file.
+    #[arg(long, env = "INTAKE_ENDPOINTS")]
+    pub endpoints_toml: Option<String>,
+
+    /// Largest accepted request body in bytes; larger bodies get 413.
+    #[arg(long, env = "INTAKE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Longest wait for RabbitMQ's publisher confirm before answering 503 (milliseconds).
+    #[arg(long, env = "INTAKE_CONFIRM_TIMEOUT_MS", default_value_t = 5000)]
+    pub confirm_timeout_ms: u64,
+
+    /// Longest time a client may take to send its body before getting 408 (milliseconds).
+    #[arg(long, env = "INTAKE_BODY_TIMEOUT_MS", default_value_t = 10_000)]
+    pub body_timeout_ms: u64,
+
+    /// `Retry-After` seconds sent with a 503.
+    #[arg(long, env = "INTAKE_RETRY_AFTER_SECS", default_value_t = 5)]
+    pub retry_after_secs: u64,
+
+    /// Confirm-mode channels publishes are spread over.
+    #[arg(long, env = "INTAKE_PUBLISH_CHANNELS", default_value_t = 4)]
+    pub publish_channels: usize,
+
+    /// Longest wait for in-flight requests on shutdown before closing anyway (seconds).
+    #[arg(long, env = "INTAKE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl std::fmt::Debug for ReceiverConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiverConfig")
+            .field("listen_addr", &self.listen_addr)
+            .field("amqp_url", &"<redacted>")
+            .field("queue_prefix", &self.queue_prefix)
+            .field("retry_tiers", &self.retry_tiers)
+            .field("endpoints_file", &self.endpoints_file)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("confirm_timeout_ms", &self.confirm_timeout_ms)
+            .field("body_timeout_ms", &self.body_timeout_ms)
+            .field("retry_after_secs", &self.retry_after_secs)
+            .field("publish_channels", &self.publish_channels)
+            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReceiverConfig {
+    /// Defaults as for a local run, with no endpoints (tests fill them in).
+    pub fn local_defaults() -> ReceiverConfig {
+        ReceiverConfig::parse_from(["intake-receiver"])
+    }
+
+    /// The confirm deadline.
+    pub fn confirm_timeout(&self) -> Duration {
+        Duration::from_millis(self.confirm_timeout_ms)
+    }
+
+    /// The body read deadline.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
+    }
+}
