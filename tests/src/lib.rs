@@ -3,12 +3,15 @@
 //! waiting on a condition with a deadline instead of sleeping.
 #![forbid(unsafe_code)]
 
+mod amqp;
 mod proxy;
+pub mod receiver;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub use amqp::{QueueProbe, Taken};
 pub use proxy::TcpProxy;
 
 /// RabbitMQ on this machine (guest/guest).

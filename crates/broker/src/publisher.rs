@@ -157,7 +157,7 @@ impl Publisher {
             let confirm = channel
                 .basic_publish(exchange.into(), routing_key.into(), options, body, properties)
                 .await?;
-            Ok::<_, lapin::Error>(confirm.await?)
+            confirm.await
         };
         // An in-flight confirm can hang for as long as a broker outage lasts: bound it ourselves.
         let timeout = self.inner.config.confirm_timeout;

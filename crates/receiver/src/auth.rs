@@ -93,15 +93,13 @@ pub struct Presented<'a> {
 
 impl AuthCheck {
     /// Builds the Standard Webhooks check from space-separated `whsec_` secrets.
-    pub fn standard_webhooks(secrets: &str) -> Result<AuthCheck, ()> {
+    /// `None` when a secret is not valid base64 (after its `whsec_` prefix) or none is given.
+    pub fn standard_webhooks(secrets: &str) -> Option<AuthCheck> {
         let verifiers = secrets
             .split_whitespace()
-            .map(|s| standardwebhooks::Webhook::new(s).map_err(|_| ()))
-            .collect::<Result<Vec<_>, ()>>()?;
-        if verifiers.is_empty() {
-            return Err(());
-        }
-        Ok(AuthCheck::StandardWebhooks(StandardVerifiers(verifiers)))
+            .map(|s| standardwebhooks::Webhook::new(s).ok())
+            .collect::<Option<Vec<_>>>()?;
+        (!verifiers.is_empty()).then_some(AuthCheck::StandardWebhooks(StandardVerifiers(verifiers)))
     }
 
     /// Whether this check needs the body (and so runs after it has been read).
@@ -150,7 +148,7 @@ impl AuthCheck {
                 let value = value.trim();
                 let value = value.strip_prefix("sha256=").unwrap_or(value);
                 let signature = match encoding {
-                    SignatureEncoding::Hex => decode_hex(value),
+                    SignatureEncoding::Hex => hex::decode(value).ok(),
                     SignatureEncoding::Base64 => BASE64.decode(value).ok(),
                 };
                 let Some(signature) = signature else { return false };
@@ -176,16 +174,6 @@ fn authorization<'a>(headers: &'a HeaderMap, scheme: &str) -> Option<&'a str> {
     let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
     let (given, rest) = value.split_once(' ')?;
     given.eq_ignore_ascii_case(scheme).then(|| rest.trim())
-}
-
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// Whether every check passes (all are evaluated, whatever fails first).

@@ -188,7 +188,7 @@ pub fn resolve(
                     encoding: *encoding,
                 },
                 AuthSpec::StandardWebhooks { secret_env } => {
-                    AuthCheck::standard_webhooks(secret(secret_env)?.expose()).map_err(|()| {
+                    AuthCheck::standard_webhooks(secret(secret_env)?.expose()).ok_or_else(|| {
                         ConfigError::BadSecret {
                             endpoint: spec.name.clone(),
                             var: secret_env.clone(),

@@ -1,0 +1,110 @@
+//! Looking into RabbitMQ from a test: how many messages a queue holds, and taking them all.
+
+use intake_broker::lapin::options::{
+    BasicAckOptions, BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use intake_broker::lapin::types::FieldTable;
+use intake_broker::lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+
+use crate::AMQP_URL;
+
+/// A message taken off a queue.
+#[derive(Debug, Clone)]
+pub struct Taken {
+    /// The message body.
+    pub body: Vec<u8>,
+    /// Its properties and headers.
+    pub properties: BasicProperties,
+    /// The routing key it was published with.
+    pub routing_key: String,
+}
+
+/// A test's own connection to RabbitMQ.
+#[derive(Debug)]
+pub struct QueueProbe {
+    _connection: Connection,
+    channel: Channel,
+}
+
+impl QueueProbe {
+    /// Connects to the local RabbitMQ.
+    pub async fn connect() -> QueueProbe {
+        let connection = Connection::connect(AMQP_URL, ConnectionProperties::default())
+            .await
+            .expect("connect to RabbitMQ");
+        let channel = connection.create_channel().await.expect("channel");
+        QueueProbe {
+            _connection: connection,
+            channel,
+        }
+    }
+
+    /// Messages ready in `queue` (passive declare; the queue must exist).
+    pub async fn count(&self, queue: &str) -> u32 {
+        let options = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        self.channel
+            .queue_declare(queue.into(), options, FieldTable::default())
+            .await
+            .expect("queue exists")
+            .message_count()
+    }
+
+    /// Takes (and acks) every ready message of `queue`.
+    pub async fn drain(&self, queue: &str) -> Vec<Taken> {
+        let mut taken = Vec::new();
+        while let Some(message) = self
+            .channel
+            .basic_get(queue.into(), BasicGetOptions::default())
+            .await
+            .expect("basic.get")
+        {
+            let delivery = message.delivery;
+            delivery.acker.ack(BasicAckOptions::default()).await.expect("ack");
+            taken.push(Taken {
+                body: delivery.data,
+                properties: delivery.properties,
+                routing_key: delivery.routing_key.to_string(),
+            });
+        }
+        taken
+    }
+
+    /// Deletes a queue (to provoke unroutable publishes).
+    pub async fn delete(&self, queue: &str) {
+        self.channel
+            .queue_delete(queue.into(), QueueDeleteOptions::default())
+            .await
+            .expect("queue.delete");
+    }
+
+    /// Deletes every queue and exchange of a test prefix's topology.
+    pub async fn cleanup(&self, topology: &intake_broker::Topology) {
+        use intake_broker::lapin::options::ExchangeDeleteOptions;
+        let mut queues: Vec<String> = intake_core::Provider::ALL
+            .iter()
+            .map(|p| topology.provider_queue(*p))
+            .collect();
+        queues.push(topology.sync_queue());
+        queues.push(topology.dead_letter_queue());
+        queues.extend(topology.retry_tiers().iter().map(|d| topology.delay_queue(*d)));
+        for q in queues {
+            let _ = self
+                .channel
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for x in [
+            topology.ingress_exchange(),
+            topology.retry_exchange(),
+            topology.dead_letter_exchange(),
+        ] {
+            let _ = self
+                .channel
+                .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+    }
+}
