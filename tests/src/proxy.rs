@@ -4,8 +4,9 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use tokio::io::copy_bidirectional;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug)]
@@ -22,6 +23,8 @@ pub struct TcpProxy {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
     stop: CancellationToken,
+    /// While true, connections stay open but no byte is forwarded (a black hole).
+    stalled: watch::Sender<bool>,
 }
 
 impl TcpProxy {
@@ -34,8 +37,20 @@ impl TcpProxy {
             generation: CancellationToken::new(),
         }));
         let stop = CancellationToken::new();
-        tokio::spawn(accept_loop(listener, upstream, state.clone(), stop.clone()));
-        Ok(TcpProxy { addr, state, stop })
+        let (stalled, _) = watch::channel(false);
+        tokio::spawn(accept_loop(
+            listener,
+            upstream,
+            state.clone(),
+            stop.clone(),
+            stalled.clone(),
+        ));
+        Ok(TcpProxy {
+            addr,
+            state,
+            stop,
+            stalled,
+        })
     }
 
     /// The address to point the process under test at.
@@ -51,9 +66,16 @@ impl TcpProxy {
         state.generation = CancellationToken::new();
     }
 
-    /// Forwards new connections again.
+    /// Forwards new connections again (and ends a stall).
     pub fn restore(&self) {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).open = true;
+        self.stalled.send_replace(false);
+    }
+
+    /// Keeps every connection open but stops forwarding bytes, until [`TcpProxy::restore`]:
+    /// the peer sees a network that swallows everything, not a closed connection.
+    pub fn stall(&self) {
+        self.stalled.send_replace(true);
     }
 }
 
@@ -69,6 +91,7 @@ async fn accept_loop(
     upstream: SocketAddr,
     state: Arc<Mutex<State>>,
     stop: CancellationToken,
+    stalled: watch::Sender<bool>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -85,18 +108,47 @@ async fn accept_loop(
             }
             state.generation.clone()
         };
-        tokio::spawn(forward(client, upstream, generation));
+        tokio::spawn(forward(client, upstream, generation, stalled.subscribe()));
     }
 }
 
-async fn forward(mut client: TcpStream, upstream: SocketAddr, generation: CancellationToken) {
-    let Ok(mut server) = TcpStream::connect(upstream).await else {
+async fn forward(
+    client: TcpStream,
+    upstream: SocketAddr,
+    generation: CancellationToken,
+    stalled: watch::Receiver<bool>,
+) {
+    let Ok(server) = TcpStream::connect(upstream).await else {
         return;
     };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
     tokio::select! {
         _ = generation.cancelled() => {}
-        _ = copy_bidirectional(&mut client, &mut server) => {}
+        _ = pump(client_read, server_write, stalled.clone()) => {}
+        _ = pump(server_read, client_write, stalled) => {}
+    }
+}
+
+/// Copies one direction, holding every chunk back while the proxy is stalled.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut stalled: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if stalled.wait_for(|s| !*s).await.is_err() {
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }

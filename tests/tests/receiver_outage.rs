@@ -147,3 +147,47 @@ async fn broker_outage_gives_503_then_heals_without_losing_an_accepted_webhook()
     probe.cleanup(&receiver.topology).await;
     receiver.stop().await.expect("clean stop");
 }
+
+#[tokio::test]
+async fn broker_that_never_confirms_gets_503_after_the_deadline_then_heals() {
+    let rabbit: SocketAddr = "127.0.0.1:5672".parse().expect("addr");
+    let proxy = TcpProxy::start(rabbit).await.expect("proxy");
+    let url = format!("amqp://guest:guest@{}/%2f", proxy.addr());
+    let receiver = RunningReceiver::start(&url, ENDPOINTS, &[("HS_TOKEN", "t")], |c| {
+        c.confirm_timeout_ms = 500;
+    })
+    .await;
+    receiver.wait_ready().await;
+    let probe = QueueProbe::connect().await;
+    let client = Client::new();
+    let webhook_url = receiver.url("hs");
+
+    // The connection stays up but nothing gets through: the confirm never comes.
+    proxy.stall();
+    let started = std::time::Instant::now();
+    let r = send(&client, &webhook_url, "{\"transaction_id\":\"stalled\"}".into())
+        .await
+        .expect("response");
+    let waited = started.elapsed();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(
+        waited >= Duration::from_millis(500),
+        "answered only after the confirm deadline ({waited:?})"
+    );
+    assert!(waited < Duration::from_secs(5), "and not much later ({waited:?})");
+
+    proxy.restore();
+    let healed = wait_until(Duration::from_secs(30), || {
+        let (client, url) = (client.clone(), webhook_url.clone());
+        async move {
+            send(&client, &url, "{\"transaction_id\":\"after\"}".into())
+                .await
+                .is_some_and(|r| r.status() == 200)
+        }
+    })
+    .await;
+    assert!(healed, "serves 200 again once confirms flow");
+    probe.cleanup(&receiver.topology).await;
+    receiver.stop().await.expect("clean stop");
+}
