@@ -24,6 +24,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::http::HeaderValue;
 use axum::routing::post;
+use axum::serve::ListenerExt;
 use intake_broker::topology::parse_retry_tiers;
 use intake_broker::{Publisher, PublisherConfig, Topology};
 use tokio::net::TcpListener;
@@ -96,6 +97,10 @@ pub async fn run(
     tracing::info!(addr = %listener.local_addr()?, endpoints = config_summary(&config), "receiver listening");
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    // Small answers must not wait for Nagle's algorithm on keep-alive connections.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = stopped_tx.send(());

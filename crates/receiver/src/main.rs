@@ -5,6 +5,11 @@ use anyhow::Context;
 use clap::Parser;
 use intake_receiver::{ReceiverConfig, load_endpoints, run};
 
+// glibc malloc showed up as a fifth of the receiver's CPU profile under load; mimalloc is
+// faster for its many small, short-lived allocations and keeps RSS flatter.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     intake_telemetry::init_tracing();

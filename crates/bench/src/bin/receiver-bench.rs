@@ -4,7 +4,8 @@
 //! (b) webhooks per second the receiver accepts over HTTP (closed loop, same concurrency), with
 //!     p50/p99 latency and the receiver's peak RSS;
 //! (c) p50/p99 latency at half of (b)'s rate (open loop).
-//! Results are printed and appended to BENCHMARKS.md.
+//! A consumer drains the queue throughout (as workers would), so every phase measures the
+//! broker in its steady state. Results are printed and appended to BENCHMARKS.md.
 //!
 //! Run: `cargo build --release -p intake-receiver -p intake-bench && target/release/receiver-bench`
 //! Environment: `BENCH_SECONDS` (10), `BENCH_CONCURRENCY` (64), `BENCH_CHANNELS` (4),
@@ -18,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use intake_bench::{SPARK_CONTACT, latency_histogram, peak_rss_mib, percentile_ms, record};
+use intake_bench::{
+    CpuUse, SPARK_CONTACT, cpu_sample, latency_histogram, peak_rss_mib, percentile_ms, record,
+};
 use intake_broker::codec::envelope_properties;
 // The raw baseline deliberately goes around our publisher, straight through lapin (via the
 // broker crate's re-export), to measure what the broker itself can do.
@@ -71,12 +74,17 @@ async fn main() -> anyhow::Result<()> {
     let admin = connection.create_channel().await?;
     topology::declare(&admin, &topology).await?;
     let queue = topology.provider_queue(Provider::Spark);
+    // A consumer drains the queue throughout, as workers would: the broker is measured in its
+    // steady state, not while a quorum queue grows to hundreds of megabytes.
+    let drain = drain_queue(&connection, &queue).await?;
 
     println!(
         "(a) raw confirmed publish: {} s, concurrency {}, {} channels",
         s.seconds, s.concurrency, s.channels
     );
+    let before = cpu_sample(None);
     let raw = raw_publish(&connection, &s, &topology, body.clone()).await?;
+    print_cpu(cpu_sample(None).since(before), s.seconds);
     admin
         .queue_purge(queue.as_str().into(), QueuePurgeOptions::default())
         .await?;
@@ -94,7 +102,9 @@ async fn main() -> anyhow::Result<()> {
             "(b) receiver over HTTP, closed loop, concurrency {}",
             s.concurrency
         );
+        let before = cpu_sample(Some(pid));
         let peak = http_closed_loop(&s, body.clone()).await?;
+        print_cpu(cpu_sample(Some(pid)).since(before), s.seconds);
         admin
             .queue_purge(queue.as_str().into(), QueuePurgeOptions::default())
             .await?;
@@ -109,7 +119,9 @@ async fn main() -> anyhow::Result<()> {
         settle().await;
         let half_rate = peak.rate / 2.0;
         println!("(c) receiver at half the peak rate ({half_rate:.0} req/s), open loop");
+        let before = cpu_sample(Some(pid));
         let half = http_open_loop(&s, body.clone(), half_rate).await?;
+        print_cpu(cpu_sample(Some(pid)).since(before), s.seconds);
         admin
             .queue_purge(queue.as_str().into(), QueuePurgeOptions::default())
             .await?;
@@ -123,6 +135,7 @@ async fn main() -> anyhow::Result<()> {
     let rss = peak_rss_mib(pid);
     let _ = receiver.kill();
     let _ = receiver.wait();
+    drain.abort();
     cleanup(&admin, &topology).await;
     let (peak, half) = result?;
     let rss = rss.unwrap_or(f64::NAN);
@@ -134,10 +147,43 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+fn print_cpu(cpu: CpuUse, seconds: u64) {
+    let s = seconds as f64;
+    println!(
+        "    CPU (cores busy): broker {:.2}, load generator {:.2}, receiver {:.2}",
+        cpu.broker / s,
+        cpu.generator / s,
+        cpu.receiver / s
+    );
+}
+
+async fn drain_queue(connection: &Connection, queue: &str) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use futures_util::StreamExt;
+    use intake_broker::lapin::options::{BasicConsumeOptions, BasicQosOptions};
+    use intake_broker::lapin::types::FieldTable;
+    let channel = connection.create_channel().await?;
+    channel.basic_qos(1000, BasicQosOptions::default()).await?;
+    let options = BasicConsumeOptions {
+        no_ack: true,
+        ..BasicConsumeOptions::default()
+    };
+    let mut consumer = channel
+        .basic_consume(queue.into(), "bench-drain".into(), options, FieldTable::default())
+        .await?;
+    Ok(tokio::spawn(async move {
+        let _channel = channel;
+        while let Some(delivery) = consumer.next().await {
+            if delivery.is_err() {
+                break;
+            }
+        }
+    }))
+}
+
 /// After purging tens of thousands of messages the quorum queue compacts its log in the
 /// background; let that finish so it does not land in the next phase's latencies.
 async fn settle() {
-    tokio::time::sleep(Duration::from_secs(env_or("BENCH_SETTLE_SECONDS", 5))).await;
+    tokio::time::sleep(Duration::from_secs(env_or("BENCH_SETTLE_SECONDS", 2))).await;
 }
 
 async fn raw_publish(
