@@ -9,11 +9,14 @@
 #![forbid(unsafe_code)]
 
 pub mod codec;
+pub mod consumer;
 mod error;
 pub mod metrics;
 pub mod publisher;
+pub mod retry;
 pub mod topology;
 
+pub use consumer::{Consumer, ConsumerConfig, Delivery, Disposition};
 pub use error::BrokerError;
 pub use publisher::{Publisher, PublisherConfig};
 pub use topology::Topology;

@@ -22,7 +22,7 @@ use lapin::{Channel, ExchangeKind};
 use crate::BrokerError;
 
 /// Header on a retried message naming the delay tier it waits in (matched by `{p}.retry`).
-pub const DELAY_TIER_HEADER: &str = "x-intake-delay";
+pub const DELAY_TIER_HEADER: &str = "intake-delay-tier";
 /// Routing key of contact-change messages (outbox relay → sync worker).
 pub const CONTACTS_CHANGED_KEY: &str = "contacts.changed";
 /// How often the broker redelivers one message before dead-lettering it. The safety net for a

@@ -1,0 +1,205 @@
+//! Retries and dead letters on the broker side: which delay tier a failed message waits in (a
+//! pure function of the attempt, with jitter) and the headers a retried or given-up envelope
+//! carries. Publishing itself goes through the confirmed [`crate::Publisher`].
+
+use std::time::Duration;
+
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+
+use crate::Topology;
+use crate::codec::H_ATTEMPT;
+use crate::topology::DELAY_TIER_HEADER;
+
+/// Header holding the first error a message met (kept across retries).
+pub const H_FIRST_ERROR: &str = "x-intake-first-error";
+/// Header holding the latest error a message met.
+pub const H_LAST_ERROR: &str = "x-intake-last-error";
+/// Header naming why a message was dead-lettered (e.g. `unknown_event_type`).
+pub const H_DEAD_REASON: &str = "x-intake-dead-reason";
+
+/// A retried message waits between `1 - JITTER` and 1 times its tier's delay, so retries of
+/// messages that failed together spread out. Never more than the tier: the tier's queue TTL is
+/// the upper bound anyway.
+const JITTER: f64 = 0.2;
+/// Errors are cut to this many bytes in headers.
+const MAX_ERROR_LEN: usize = 500;
+
+/// What to do with a message whose processing just failed transiently.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum NextStep {
+    /// Publish to the retry exchange for this tier, with this per-message expiration.
+    Retry {
+        /// The tier (selects the delay queue).
+        tier: Duration,
+        /// Per-message expiration (jittered, ≤ tier).
+        expiration: Duration,
+        /// The attempt count to record (failures so far, this one included).
+        attempt: u32,
+    },
+    /// Every tier used: dead-letter it.
+    GiveUp {
+        /// Attempts made.
+        attempts: u32,
+    },
+}
+
+/// The step after a transient failure of a message that had failed `previous` times before.
+/// `jitter` is a uniform sample from [0, 1): a parameter, so this stays pure and testable.
+pub fn next_step(tiers: &[Duration], previous: u32, jitter: f64) -> NextStep {
+    let attempt = previous.saturating_add(1);
+    match tiers.get(previous as usize) {
+        None => NextStep::GiveUp { attempts: attempt },
+        Some(&tier) => {
+            let factor = 1.0 - JITTER * jitter.clamp(0.0, 1.0);
+            let expiration = tier.mul_f64(factor).max(Duration::from_millis(1));
+            NextStep::Retry {
+                tier,
+                expiration,
+                attempt,
+            }
+        }
+    }
+}
+
+fn text(s: &str) -> AMQPValue {
+    let cut = if s.len() > MAX_ERROR_LEN {
+        let mut end = MAX_ERROR_LEN;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        &s[..end]
+    } else {
+        s
+    };
+    AMQPValue::LongString(LongString::from(cut))
+}
+
+fn headers_of(properties: &BasicProperties) -> FieldTable {
+    properties.headers().clone().unwrap_or_default()
+}
+
+/// The first error recorded on a message, if it was retried before.
+pub fn first_error(properties: &BasicProperties) -> Option<String> {
+    match properties.headers().as_ref()?.inner().get(H_FIRST_ERROR)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        _ => None,
+    }
+}
+
+/// Properties for republishing a failed message to the retry exchange: the original ones plus
+/// attempt count, tier, errors and a per-message expiration.
+pub fn retry_properties(
+    original: &BasicProperties,
+    step_tier: Duration,
+    expiration: Duration,
+    attempt: u32,
+    error: &str,
+) -> BasicProperties {
+    let mut headers = headers_of(original);
+    if !headers.inner().contains_key(H_FIRST_ERROR) {
+        headers.insert(ShortString::from(H_FIRST_ERROR), text(error));
+    }
+    headers.insert(ShortString::from(H_LAST_ERROR), text(error));
+    headers.insert(
+        ShortString::from(H_ATTEMPT),
+        AMQPValue::LongLongInt(i64::from(attempt)),
+    );
+    headers.insert(
+        ShortString::from(DELAY_TIER_HEADER),
+        AMQPValue::LongString(LongString::from(Topology::tier_name(step_tier))),
+    );
+    original
+        .clone()
+        .with_headers(headers)
+        .with_expiration(ShortString::from(expiration.as_millis().max(1).to_string()))
+}
+
+/// Properties for publishing a given-up message to the dead-letter exchange.
+pub fn dead_letter_properties(
+    original: &BasicProperties,
+    reason: &str,
+    attempts: u32,
+    error: &str,
+) -> BasicProperties {
+    let mut headers = headers_of(original);
+    if !headers.inner().contains_key(H_FIRST_ERROR) {
+        headers.insert(ShortString::from(H_FIRST_ERROR), text(error));
+    }
+    headers.insert(ShortString::from(H_LAST_ERROR), text(error));
+    headers.insert(ShortString::from(H_DEAD_REASON), text(reason));
+    headers.insert(
+        ShortString::from(H_ATTEMPT),
+        AMQPValue::LongLongInt(i64::from(attempts)),
+    );
+    original.clone().with_headers(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec;
+    use crate::topology::DEFAULT_RETRY_TIERS;
+
+    #[test]
+    fn each_attempt_waits_in_the_next_tier_then_gives_up() {
+        let tiers = DEFAULT_RETRY_TIERS;
+        for (previous, tier) in tiers.iter().enumerate() {
+            let step = next_step(&tiers, previous as u32, 0.0);
+            assert_eq!(
+                step,
+                NextStep::Retry {
+                    tier: *tier,
+                    expiration: *tier,
+                    attempt: previous as u32 + 1
+                }
+            );
+        }
+        assert_eq!(next_step(&tiers, 6, 0.5), NextStep::GiveUp { attempts: 7 });
+        assert_eq!(next_step(&[], 0, 0.5), NextStep::GiveUp { attempts: 1 });
+    }
+
+    #[test]
+    fn jitter_stays_within_the_tier() {
+        let tiers = [Duration::from_secs(30)];
+        for jitter in [0.0, 0.25, 0.5, 0.999, 1.0, 7.0, -1.0] {
+            let NextStep::Retry { expiration, .. } = next_step(&tiers, 0, jitter) else {
+                panic!()
+            };
+            assert!(
+                expiration <= Duration::from_secs(30) && expiration >= Duration::from_secs(24),
+                "{expiration:?}"
+            );
+        }
+        let NextStep::Retry { expiration, .. } = next_step(&tiers, 0, 0.5) else {
+            panic!()
+        };
+        assert_eq!(expiration, Duration::from_secs(27));
+    }
+
+    #[test]
+    fn retry_headers_count_attempts_and_keep_the_first_error() {
+        let original = BasicProperties::default();
+        let once = retry_properties(
+            &original,
+            Duration::from_secs(5),
+            Duration::from_millis(4500),
+            1,
+            "db down",
+        );
+        assert_eq!(codec::attempt(&once), 1);
+        assert_eq!(once.expiration().as_ref().map(|e| e.as_str()), Some("4500"));
+        let twice = retry_properties(
+            &once,
+            Duration::from_secs(30),
+            Duration::from_secs(29),
+            2,
+            "timeout",
+        );
+        assert_eq!(codec::attempt(&twice), 2);
+        assert_eq!(first_error(&twice).as_deref(), Some("db down"));
+        let dead = dead_letter_properties(&twice, "retries_exhausted", 7, "timeout");
+        assert_eq!(codec::attempt(&dead), 7);
+        assert_eq!(first_error(&dead).as_deref(), Some("db down"));
+    }
+}

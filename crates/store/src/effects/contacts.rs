@@ -1,0 +1,181 @@
+//! Spark contact snapshots → `contacts`, `contact_phi`, `contact_policies`. A snapshot replaces
+//! the contact's state whole (policies included); a stale one changes nothing.
+
+use deadpool_postgres::Transaction;
+use intake_providers::DecodedEvent;
+use intake_providers::spark::ContactSnapshot;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use super::Mode;
+use crate::StoreError;
+
+const UPSERT_CONTACT: &str = "
+INSERT INTO contacts (spark_id, external_id, first_name, middle_name, last_name, preferred_name, full_name,
+    full_preferred_name, home_phone, mobile_phone, email, home_address, shipping_address, sex, gender,
+    soa_is_signed, soa_signed_at, veteran_status, primary_contact, preferred_language, needs_assessment_link,
+    poc_full_name, poc_relationship, poc_home_phone, poc_mobile_phone, poc_email,
+    agent_first_name, agent_last_name, agent_full_name, agent_office_phone, agent_email,
+    snapshot_received_at, snapshot_envelope_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
+    $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33)
+ON CONFLICT (spark_id) DO UPDATE SET
+    external_id = EXCLUDED.external_id, first_name = EXCLUDED.first_name,
+    middle_name = EXCLUDED.middle_name, last_name = EXCLUDED.last_name,
+    preferred_name = EXCLUDED.preferred_name, full_name = EXCLUDED.full_name,
+    full_preferred_name = EXCLUDED.full_preferred_name, home_phone = EXCLUDED.home_phone,
+    mobile_phone = EXCLUDED.mobile_phone, email = EXCLUDED.email, home_address = EXCLUDED.home_address,
+    shipping_address = EXCLUDED.shipping_address, sex = EXCLUDED.sex, gender = EXCLUDED.gender,
+    soa_is_signed = EXCLUDED.soa_is_signed, soa_signed_at = EXCLUDED.soa_signed_at,
+    veteran_status = EXCLUDED.veteran_status, primary_contact = EXCLUDED.primary_contact,
+    preferred_language = EXCLUDED.preferred_language, needs_assessment_link = EXCLUDED.needs_assessment_link,
+    poc_full_name = EXCLUDED.poc_full_name, poc_relationship = EXCLUDED.poc_relationship,
+    poc_home_phone = EXCLUDED.poc_home_phone, poc_mobile_phone = EXCLUDED.poc_mobile_phone,
+    poc_email = EXCLUDED.poc_email, agent_first_name = EXCLUDED.agent_first_name,
+    agent_last_name = EXCLUDED.agent_last_name, agent_full_name = EXCLUDED.agent_full_name,
+    agent_office_phone = EXCLUDED.agent_office_phone, agent_email = EXCLUDED.agent_email,
+    snapshot_received_at = EXCLUDED.snapshot_received_at, snapshot_envelope_id = EXCLUDED.snapshot_envelope_id,
+    updated_at = now()";
+
+const UPSERT_PHI: &str = "
+INSERT INTO contact_phi (spark_id, dob, mbi, has_medicaid, has_lis, lis_certification_date, drug_subsidy,
+    has_ssi, part_a_enrollment_date, part_b_enrollment_date)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (spark_id) DO UPDATE SET
+    dob = EXCLUDED.dob, mbi = EXCLUDED.mbi, has_medicaid = EXCLUDED.has_medicaid, has_lis = EXCLUDED.has_lis,
+    lis_certification_date = EXCLUDED.lis_certification_date, drug_subsidy = EXCLUDED.drug_subsidy,
+    has_ssi = EXCLUDED.has_ssi, part_a_enrollment_date = EXCLUDED.part_a_enrollment_date,
+    part_b_enrollment_date = EXCLUDED.part_b_enrollment_date";
+
+/// All policies of the snapshot in one statement, as parallel arrays.
+const INSERT_POLICIES: &str = "
+INSERT INTO contact_policies (spark_id, category, slot, name, bid_id, carrier, effective_date,
+    expiration_date, submitted_date, policy_type, beq_status)
+SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::date[],
+    $8::date[], $9::date[], $10::text[], $11::text[])";
+
+pub(super) async fn apply(
+    tx: &Transaction<'_>,
+    c: &ContactSnapshot,
+    event: &DecodedEvent,
+    envelope_id: Uuid,
+    mode: Mode,
+) -> Result<Vec<String>, StoreError> {
+    if mode == Mode::Stale {
+        return Ok(Vec::new());
+    }
+    let d = &c.details;
+    let poc = c.point_of_contact.as_ref();
+    let agent = c.agent.as_ref();
+    let poc_f =
+        |f: fn(&intake_providers::spark::PointOfContact) -> &Option<String>| poc.and_then(|p| f(p).clone());
+    let agent_f =
+        |f: fn(&intake_providers::spark::Agent) -> &Option<String>| agent.and_then(|a| f(a).clone());
+    let poc_values = [
+        poc_f(|p| &p.full_name),
+        poc_f(|p| &p.relationship),
+        poc_f(|p| &p.home_phone),
+        poc_f(|p| &p.mobile_phone),
+        poc_f(|p| &p.email),
+    ];
+    let agent_values = [
+        agent_f(|a| &a.first_name),
+        agent_f(|a| &a.last_name),
+        agent_f(|a| &a.full_name),
+        agent_f(|a| &a.office_phone),
+        agent_f(|a| &a.email),
+    ];
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+        &c.spark_id,
+        &d.external_id,
+        &d.first_name,
+        &d.middle_name,
+        &d.last_name,
+        &d.preferred_name,
+        &d.full_name,
+        &d.full_preferred_name,
+        &d.home_phone,
+        &d.mobile_phone,
+        &d.email,
+        &d.home_address,
+        &d.shipping_address,
+        &d.sex,
+        &d.gender,
+        &d.soa_is_signed,
+        &d.soa_signed_at,
+        &d.veteran_status,
+        &d.primary_contact,
+        &d.preferred_language,
+        &d.needs_assessment_link,
+    ];
+    params.extend(poc_values.iter().map(|v| v as &(dyn ToSql + Sync)));
+    params.extend(agent_values.iter().map(|v| v as &(dyn ToSql + Sync)));
+    params.push(&event.occurred_at);
+    params.push(&envelope_id);
+    let stmt = tx.prepare_cached(UPSERT_CONTACT).await?;
+    tx.execute(&stmt, &params).await?;
+
+    match &c.phi {
+        Some(p) => {
+            let stmt = tx.prepare_cached(UPSERT_PHI).await?;
+            tx.execute(
+                &stmt,
+                &[
+                    &c.spark_id,
+                    &p.dob,
+                    &p.mbi,
+                    &p.has_medicaid,
+                    &p.has_lis,
+                    &p.lis_certification_date,
+                    &p.drug_subsidy,
+                    &p.has_ssi,
+                    &p.part_a_enrollment_date,
+                    &p.part_b_enrollment_date,
+                ],
+            )
+            .await?;
+        }
+        None => {
+            let stmt = tx
+                .prepare_cached("DELETE FROM contact_phi WHERE spark_id = $1")
+                .await?;
+            tx.execute(&stmt, &[&c.spark_id]).await?;
+        }
+    }
+
+    // The snapshot lists every current policy: replace the set.
+    let stmt = tx
+        .prepare_cached("DELETE FROM contact_policies WHERE spark_id = $1")
+        .await?;
+    tx.execute(&stmt, &[&c.spark_id]).await?;
+    if !c.policies.is_empty() {
+        let p = &c.policies;
+        let col = |f: fn(&intake_providers::spark::ContactPolicy) -> Option<String>| {
+            p.iter().map(f).collect::<Vec<_>>()
+        };
+        let dates = |f: fn(&intake_providers::spark::ContactPolicy) -> Option<chrono::NaiveDate>| {
+            p.iter().map(f).collect::<Vec<_>>()
+        };
+        let category: Vec<&str> = p.iter().map(|x| x.category.as_str()).collect();
+        let slot: Vec<&str> = p.iter().map(|x| x.slot.as_str()).collect();
+        let stmt = tx.prepare_cached(INSERT_POLICIES).await?;
+        tx.execute(
+            &stmt,
+            &[
+                &c.spark_id,
+                &category,
+                &slot,
+                &col(|x| x.name.clone()),
+                &col(|x| x.bid_id.clone()),
+                &col(|x| x.carrier.clone()),
+                &dates(|x| x.effective_date),
+                &dates(|x| x.expiration_date),
+                &dates(|x| x.submitted_date),
+                &col(|x| x.policy_type.clone()),
+                &col(|x| x.beq_status.clone()),
+            ],
+        )
+        .await?;
+    }
+    Ok(vec![c.spark_id.clone()])
+}

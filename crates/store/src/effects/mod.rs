@@ -1,0 +1,38 @@
+//! Domain effects: what each provider's event changes in its tables. Called inside the apply
+//! transaction with the entity locked; returns the Spark contacts it changed (for the outbox).
+
+mod contacts;
+mod healthsherpa;
+mod leads;
+mod sparkloop;
+
+use deadpool_postgres::Transaction;
+use intake_providers::{DecodedEvent, Effect};
+use uuid::Uuid;
+
+use crate::StoreError;
+
+/// How the ordering rule lets an event touch state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Apply fully.
+    Apply,
+    /// Arrived late: keep as history, or fill gaps only; never overwrite.
+    Stale,
+}
+
+pub(crate) async fn apply(
+    tx: &Transaction<'_>,
+    event: &DecodedEvent,
+    envelope_id: Uuid,
+    mode: Mode,
+) -> Result<Vec<String>, StoreError> {
+    match &event.effect {
+        Effect::SparkContact(c) => contacts::apply(tx, c, event, envelope_id, mode).await,
+        Effect::SparkLoop(l) => sparkloop::apply(tx, l, event).await.map(|()| Vec::new()),
+        Effect::Lead(l) => leads::apply(tx, l, event, mode).await.map(|()| Vec::new()),
+        Effect::Widget(w) => leads::widget(tx, w, event).await.map(|()| Vec::new()),
+        Effect::HealthSherpa(h) => healthsherpa::apply(tx, h, event, mode).await.map(|()| Vec::new()),
+        Effect::RecordOnly => Ok(Vec::new()),
+    }
+}

@@ -1,0 +1,240 @@
+//! The worker's configuration, read from environment variables with defaults for a local run, and
+//! validated at start (fail fast, naming the variable).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use intake_broker::Topology;
+use intake_broker::topology::parse_retry_tiers;
+use intake_core::Provider;
+
+/// Worker settings. Every field can be set by the environment variable named in `env`.
+#[derive(Clone, Parser)]
+#[command(
+    name = "intake-worker",
+    about = "Ingest worker: applies queued webhooks exactly once"
+)]
+pub struct WorkerConfig {
+    /// Address of the `/metrics`, `/healthz`, `/readyz` server.
+    #[arg(long, env = "INTAKE_LISTEN_ADDR", default_value = "0.0.0.0:9091")]
+    pub listen_addr: SocketAddr,
+
+    /// AMQP URL of RabbitMQ (holds a password: never logged).
+    #[arg(
+        long,
+        env = "INTAKE_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    pub amqp_url: String,
+
+    /// Postgres URL (may hold a password: never logged).
+    #[arg(
+        long,
+        env = "INTAKE_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/intake",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    /// Prefix of every exchange and queue name.
+    #[arg(long, env = "INTAKE_QUEUE_PREFIX", default_value = "intake")]
+    pub queue_prefix: String,
+
+    /// Retry delay tiers (comma-separated, units ms/s/m/h); after the last, dead letter.
+    #[arg(long, env = "INTAKE_RETRY_TIERS", default_value = "5s,30s,2m,10m,1h,6h")]
+    pub retry_tiers: String,
+
+    /// Providers whose queues this worker consumes (comma-separated).
+    #[arg(
+        long,
+        env = "INTAKE_PROVIDERS",
+        default_value = "spark,sparkloop,spark360,healthsherpa,standard"
+    )]
+    pub providers: String,
+
+    /// Unacked deliveries the broker may push per queue.
+    #[arg(long, env = "INTAKE_PREFETCH", default_value_t = 200)]
+    pub prefetch: u16,
+
+    /// Deliveries processed at once.
+    #[arg(long, env = "INTAKE_CONCURRENCY", default_value_t = 32)]
+    pub concurrency: usize,
+
+    /// Postgres connections in the pool (at least the concurrency, plus a few for maintenance).
+    #[arg(long, env = "INTAKE_DB_POOL_SIZE", default_value_t = 36)]
+    pub db_pool_size: usize,
+
+    /// Longest time for one event's transaction, and for getting a connection (milliseconds);
+    /// past it the event is retried.
+    #[arg(long, env = "INTAKE_DB_TIMEOUT_MS", default_value_t = 10_000)]
+    pub db_timeout_ms: u64,
+
+    /// Longest wait for RabbitMQ's confirm of a retry or dead-letter publish (milliseconds).
+    #[arg(long, env = "INTAKE_CONFIRM_TIMEOUT_MS", default_value_t = 5000)]
+    pub confirm_timeout_ms: u64,
+
+    /// Confirm-mode channels for retry and dead-letter publishes.
+    #[arg(long, env = "INTAKE_PUBLISH_CHANNELS", default_value_t = 2)]
+    pub publish_channels: usize,
+
+    /// Overrides every ordering rule's park limit (seconds); unset: each rule's own (1 h).
+    #[arg(long, env = "INTAKE_PARK_LIMIT_SECS")]
+    pub park_limit_secs: Option<u64>,
+
+    /// How often parked events are swept, raw events pruned and gauges refreshed (milliseconds).
+    #[arg(long, env = "INTAKE_SWEEP_INTERVAL_MS", default_value_t = 30_000)]
+    pub sweep_interval_ms: u64,
+
+    /// How long raw events are kept (days).
+    #[arg(long, env = "INTAKE_RAW_RETENTION_DAYS", default_value_t = 30)]
+    pub raw_retention_days: u64,
+
+    /// Longest wait for in-flight events on shutdown (seconds); the rest is redelivered.
+    #[arg(long, env = "INTAKE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("listen_addr", &self.listen_addr)
+            .field("amqp_url", &"<redacted>")
+            .field("database_url", &"<redacted>")
+            .field("queue_prefix", &self.queue_prefix)
+            .field("retry_tiers", &self.retry_tiers)
+            .field("providers", &self.providers)
+            .field("prefetch", &self.prefetch)
+            .field("concurrency", &self.concurrency)
+            .field("db_pool_size", &self.db_pool_size)
+            .field("db_timeout_ms", &self.db_timeout_ms)
+            .field("park_limit_secs", &self.park_limit_secs)
+            .field("sweep_interval_ms", &self.sweep_interval_ms)
+            .field("raw_retention_days", &self.raw_retention_days)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A setting that cannot work, naming its variable.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {variable}: {reason}")]
+pub struct ConfigError {
+    /// The environment variable.
+    pub variable: &'static str,
+    /// What is wrong.
+    pub reason: String,
+}
+
+fn invalid(variable: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable,
+        reason: reason.into(),
+    }
+}
+
+/// Settings after validation, in the types the worker uses.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    /// Names and retry tiers.
+    pub topology: Topology,
+    /// Providers consumed.
+    pub providers: Vec<Provider>,
+}
+
+impl WorkerConfig {
+    /// Defaults as for a local run.
+    pub fn local_defaults() -> WorkerConfig {
+        WorkerConfig::parse_from(["intake-worker"])
+    }
+
+    /// Checks every setting; the error names the variable to fix.
+    pub fn validate(&self) -> Result<Validated, ConfigError> {
+        let tiers = parse_retry_tiers(&self.retry_tiers).map_err(|e| invalid("INTAKE_RETRY_TIERS", e))?;
+        if self.queue_prefix.is_empty() {
+            return Err(invalid("INTAKE_QUEUE_PREFIX", "must not be empty"));
+        }
+        let providers = self
+            .providers
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                p.parse::<Provider>()
+                    .map_err(|e| invalid("INTAKE_PROVIDERS", e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if providers.is_empty() {
+            return Err(invalid("INTAKE_PROVIDERS", "name at least one provider"));
+        }
+        if self.prefetch == 0 {
+            return Err(invalid("INTAKE_PREFETCH", "must be at least 1"));
+        }
+        if self.concurrency == 0 {
+            return Err(invalid("INTAKE_CONCURRENCY", "must be at least 1"));
+        }
+        if self.db_pool_size < self.concurrency + 1 {
+            return Err(invalid(
+                "INTAKE_DB_POOL_SIZE",
+                "must exceed INTAKE_CONCURRENCY (maintenance needs one)",
+            ));
+        }
+        for (variable, value) in [
+            ("INTAKE_DB_TIMEOUT_MS", self.db_timeout_ms),
+            ("INTAKE_CONFIRM_TIMEOUT_MS", self.confirm_timeout_ms),
+            ("INTAKE_SWEEP_INTERVAL_MS", self.sweep_interval_ms),
+            ("INTAKE_RAW_RETENTION_DAYS", self.raw_retention_days),
+        ] {
+            if value == 0 {
+                return Err(invalid(variable, "must be positive"));
+            }
+        }
+        if !self.amqp_url.starts_with("amqp://") && !self.amqp_url.starts_with("amqps://") {
+            return Err(invalid("INTAKE_AMQP_URL", "must start with amqp:// or amqps://"));
+        }
+        if !self.database_url.starts_with("postgres://") && !self.database_url.starts_with("postgresql://") {
+            return Err(invalid("INTAKE_DATABASE_URL", "must start with postgres://"));
+        }
+        Ok(Validated {
+            topology: Topology::new(self.queue_prefix.clone(), tiers),
+            providers,
+        })
+    }
+
+    /// Per-event transaction deadline.
+    pub fn db_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_secrets_are_hidden() {
+        let config = WorkerConfig::local_defaults();
+        let v = config.validate().expect("valid");
+        assert_eq!(v.providers.len(), 5);
+        assert_eq!(v.topology.retry_tiers().len(), 6);
+        assert_eq!(config.prefetch, 200);
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("guest") && !debug.contains("postgres://"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn a_bad_setting_names_its_variable() {
+        let mut config = WorkerConfig::local_defaults();
+        config.retry_tiers = "5x".into();
+        assert_eq!(config.validate().unwrap_err().variable, "INTAKE_RETRY_TIERS");
+        let mut config = WorkerConfig::local_defaults();
+        config.providers = "spark,nope".into();
+        assert_eq!(config.validate().unwrap_err().variable, "INTAKE_PROVIDERS");
+        let mut config = WorkerConfig::local_defaults();
+        config.db_pool_size = config.concurrency;
+        assert_eq!(config.validate().unwrap_err().variable, "INTAKE_DB_POOL_SIZE");
+    }
+}

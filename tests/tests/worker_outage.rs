@@ -1,0 +1,221 @@
+//! Failures around the worker: Postgres unreachable (events retried through the delay tiers, then
+//! applied once it is back), a worker that dies after committing but before acking (the
+//! redelivery is a duplicate), and a graceful stop in the middle of a backlog (nothing lost).
+
+mod worker_support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use intake_core::Provider;
+use intake_it::{TcpProxy, wait_until};
+use intake_providers::fixtures;
+use intake_worker::Hooks;
+use worker_support::World;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn contact(id: usize) -> Vec<u8> {
+    fixtures::SPARK_CONTACT
+        .replacen("\"id\": 1234,", &format!("\"id\": {id},"), 1)
+        .into_bytes()
+}
+
+/// Sum of `intake_worker_events_total` samples with this outcome on a worker's `/metrics`.
+async fn events_with_outcome(addr: std::net::SocketAddr, outcome: &str) -> f64 {
+    let Ok(response) = reqwest::get(format!("http://{addr}/metrics")).await else {
+        return 0.0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    let label = format!("outcome=\"{outcome}\"");
+    text.lines()
+        .filter(|l| l.starts_with("intake_worker_events_total") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn events_are_retried_while_postgres_is_cut_and_applied_once_it_is_back() {
+    let world = World::new("w-pgcut").await;
+    let proxy = TcpProxy::start("127.0.0.1:5432".parse().unwrap())
+        .await
+        .expect("proxy");
+    let mut config = world.worker_config();
+    config.database_url = world.db.url_via(proxy.addr());
+    let worker = world.start_worker(config).await;
+    world.publish(Provider::Spark, contact(1)).await;
+    world
+        .wait_count("SELECT count(*) FROM contacts", 1, DEADLINE)
+        .await;
+
+    proxy.cut();
+    for id in 2..=21 {
+        world.publish(Provider::Spark, contact(id)).await;
+    }
+    assert!(
+        wait_until(DEADLINE, || async {
+            events_with_outcome(worker.addr, "retried").await >= 20.0
+        })
+        .await,
+        "events were retried while the database was unreachable"
+    );
+    assert_eq!(
+        world.count("SELECT count(*) FROM contacts").await,
+        1,
+        "nothing applied during the cut"
+    );
+    proxy.restore();
+
+    world
+        .wait_count("SELECT count(*) FROM contacts", 21, DEADLINE)
+        .await;
+    assert_eq!(world.count("SELECT count(*) FROM inbox").await, 21);
+    assert_eq!(
+        world
+            .count("SELECT COALESCE(sum(duplicates), 0)::bigint FROM inbox")
+            .await,
+        0
+    );
+    assert_eq!(world.count("SELECT count(*) FROM outbox").await, 21);
+    assert_eq!(world.count("SELECT count(*) FROM dead_letters").await, 0);
+    worker.stop().await.expect("stop");
+    world.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_worker_cut_off_after_commit_before_ack_sees_the_redelivery_as_a_duplicate() {
+    let world = World::new("w-noack").await;
+    let proxy = Arc::new(
+        TcpProxy::start("127.0.0.1:5672".parse().unwrap())
+            .await
+            .expect("proxy"),
+    );
+    let mut config = world.worker_config();
+    config.amqp_url = format!("amqp://guest:guest@{}/%2f", proxy.addr());
+    let fired = Arc::new(AtomicBool::new(false));
+    let hooks = Hooks {
+        after_commit: Some({
+            let (proxy, fired) = (proxy.clone(), fired.clone());
+            // The first commit loses its broker connection before the ack can be sent.
+            Arc::new(move |_| {
+                if !fired.swap(true, Ordering::SeqCst) {
+                    proxy.cut();
+                }
+            })
+        }),
+    };
+    let worker = world.start_worker_with(config, hooks).await;
+    world.publish(Provider::Spark, contact(7)).await;
+    assert!(wait_until(DEADLINE, || async { fired.load(Ordering::SeqCst) }).await);
+    proxy.restore();
+
+    world
+        .wait_count(
+            "SELECT COALESCE(sum(duplicates), 0)::bigint FROM inbox",
+            1,
+            DEADLINE,
+        )
+        .await;
+    assert_eq!(world.count("SELECT count(*) FROM contacts").await, 1);
+    assert_eq!(world.count("SELECT count(*) FROM outbox").await, 1);
+    let queue = world.topology.provider_queue(Provider::Spark);
+    assert!(wait_until(DEADLINE, || async { world.probe.count(&queue).await == 0 }).await);
+    worker.stop().await.expect("stop");
+    world.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_graceful_stop_mid_backlog_loses_nothing() {
+    let world = World::new("w-stop").await;
+    for id in 0..300 {
+        world.publish(Provider::Spark, contact(10_000 + id)).await;
+    }
+    let first = world.start_worker(world.worker_config()).await;
+    world
+        .wait_count("SELECT LEAST(count(*), 20) FROM inbox", 20, DEADLINE)
+        .await;
+    first.stop().await.expect("graceful stop");
+    let done_by_first = world.count("SELECT count(*) FROM inbox").await;
+    let second = world.start_worker(world.worker_config()).await;
+    world
+        .wait_count("SELECT count(*) FROM contacts", 300, DEADLINE)
+        .await;
+    assert_eq!(world.count("SELECT count(*) FROM inbox").await, 300);
+    // Everything the first worker finished was acked: the second sees no duplicates.
+    assert_eq!(
+        world
+            .count("SELECT COALESCE(sum(duplicates), 0)::bigint FROM inbox")
+            .await,
+        0,
+        "first did {done_by_first}"
+    );
+    second.stop().await.expect("stop");
+    world.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_event_failing_transiently_every_time_is_dead_lettered_after_the_last_tier() {
+    let world = World::new("w-exhaust").await;
+    let store = intake_store::Store::new(&intake_store::StoreConfig {
+        url: world.db.url.clone(),
+        max_connections: 1,
+        connect_timeout: Duration::from_secs(5),
+    })
+    .expect("store");
+    store.migrate().await.expect("migrate");
+    // Contact 666 always hits a serialization failure (SQLSTATE 40001): transient, so retried.
+    world
+        .db
+        .client()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION always_conflict() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF NEW.spark_id = '666' THEN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END IF;
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER always_conflict BEFORE INSERT ON contacts
+                 FOR EACH ROW EXECUTE FUNCTION always_conflict();",
+        )
+        .await
+        .expect("trigger");
+    let worker = world.start_worker(world.worker_config()).await;
+    let doomed = world.publish(Provider::Spark, contact(666)).await;
+    world.publish(Provider::Spark, contact(667)).await;
+    world
+        .wait_count(
+            "SELECT count(*) FROM contacts WHERE spark_id = '667'",
+            1,
+            DEADLINE,
+        )
+        .await;
+    world
+        .wait_count("SELECT count(*) FROM dead_letters", 1, DEADLINE)
+        .await;
+    let r = world
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT envelope_id, reason, attempts, first_error, last_error, event_type FROM dead_letters",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.get::<_, uuid::Uuid>(0), doomed.id);
+    assert_eq!(r.get::<_, String>(1), "retries_exhausted");
+    // Five tiers, so six attempts in all.
+    assert_eq!(r.get::<_, i32>(2), 6);
+    assert_eq!(r.get::<_, String>(3), "database error SQLSTATE 40001");
+    assert_eq!(r.get::<_, String>(4), "database error SQLSTATE 40001");
+    assert_eq!(r.get::<_, String>(5), "contact.snapshot");
+    assert!(wait_until(DEADLINE, || async { world.dead_letter_queue_count().await == 1 }).await);
+    assert_eq!(
+        world.count("SELECT count(*) FROM inbox").await,
+        1,
+        "the failed event left no inbox row"
+    );
+    worker.stop().await.expect("stop");
+    world.cleanup().await;
+}

@@ -1,0 +1,150 @@
+//! Shared by the `worker_*` tests: a fresh database and queue prefix per test, in-process
+//! workers, publishing envelopes as the receiver would, and reading results from Postgres.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use intake_broker::{Publisher, PublisherConfig, Topology};
+use intake_core::{Envelope, Provider};
+use intake_it::pg::{TestDb, fresh_database};
+use intake_it::{AMQP_URL, QueueProbe, unique_name, wait_until};
+use intake_worker::{Hooks, WorkerConfig, WorkerError};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Short tiers so retries happen within a test (about 9 s in all before a dead letter).
+pub const TEST_TIERS: &str = "200ms,500ms,1s,2s,5s";
+
+/// One test's world: its database, its queue prefix, a publisher standing in for the receiver.
+pub struct World {
+    pub db: TestDb,
+    pub topology: Topology,
+    pub publisher: Publisher,
+    pub probe: QueueProbe,
+}
+
+/// A worker running in-process.
+pub struct RunningWorker {
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+    handle: JoinHandle<Result<(), WorkerError>>,
+}
+
+impl RunningWorker {
+    /// Graceful stop (as on SIGTERM); returns the worker's result.
+    pub async fn stop(self) -> Result<(), WorkerError> {
+        self.stop.cancel();
+        self.handle.await.expect("worker task")
+    }
+}
+
+impl World {
+    pub async fn new(tag: &str) -> World {
+        let db = fresh_database(tag).await;
+        let tiers = intake_broker::topology::parse_retry_tiers(TEST_TIERS).expect("tiers");
+        let topology = Topology::new(unique_name(tag), tiers);
+        let publisher = Publisher::start(PublisherConfig {
+            amqp_url: AMQP_URL.to_owned(),
+            topology: topology.clone(),
+            channels: 2,
+            confirm_timeout: Duration::from_secs(5),
+            role: "test-publisher",
+        });
+        assert!(
+            publisher.wait_connected(Duration::from_secs(10)).await,
+            "broker reachable"
+        );
+        World {
+            db,
+            topology,
+            publisher,
+            probe: QueueProbe::connect().await,
+        }
+    }
+
+    /// Worker settings for this world: its database and prefix, quick sweeps, short tiers.
+    pub fn worker_config(&self) -> WorkerConfig {
+        let mut config = WorkerConfig::local_defaults();
+        config.listen_addr = "127.0.0.1:0".parse().expect("addr");
+        config.amqp_url = AMQP_URL.to_owned();
+        config.database_url = self.db.url.clone();
+        config.queue_prefix = self.topology.prefix().to_owned();
+        config.retry_tiers = TEST_TIERS.to_owned();
+        config.concurrency = 8;
+        config.db_pool_size = 10;
+        config.db_timeout_ms = 2000;
+        config.sweep_interval_ms = 200;
+        config.shutdown_grace_secs = 5;
+        config
+    }
+
+    pub async fn start_worker(&self, config: WorkerConfig) -> RunningWorker {
+        self.start_worker_with(config, Hooks::default()).await
+    }
+
+    pub async fn start_worker_with(&self, config: WorkerConfig, hooks: Hooks) -> RunningWorker {
+        let listener = tokio::net::TcpListener::bind(config.listen_addr)
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(intake_worker::run_with(
+            config,
+            listener,
+            stop.clone().cancelled_owned(),
+            hooks,
+        ));
+        RunningWorker { addr, stop, handle }
+    }
+
+    /// Publishes a webhook body as the receiver would; returns its envelope.
+    pub async fn publish(&self, provider: Provider, body: impl Into<Bytes>) -> Envelope {
+        let envelope = Envelope::new("ep-test", provider, vec![], body.into());
+        self.publisher.publish_envelope(&envelope).await.expect("publish");
+        envelope
+    }
+
+    /// A single `bigint`/`count(*)` value.
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.db
+            .client()
+            .await
+            .query_one(sql, &[])
+            .await
+            .expect(sql)
+            .get(0)
+    }
+
+    /// Waits until `sql` (a count) returns `n`; panics with the last value after `deadline`.
+    pub async fn wait_count(&self, sql: &str, n: i64, deadline: Duration) {
+        let client = self.db.client().await;
+        let ok = wait_until(deadline, || {
+            let client = &client;
+            async move {
+                client
+                    .query_one(sql, &[])
+                    .await
+                    .map(|r| r.get::<_, i64>(0) == n)
+                    .unwrap_or(false)
+            }
+        })
+        .await;
+        if !ok {
+            let last: i64 = client.query_one(sql, &[]).await.map(|r| r.get(0)).unwrap_or(-1);
+            panic!("timed out waiting for {sql} = {n} (last {last})");
+        }
+    }
+
+    /// Messages ready in the dead-letter queue.
+    pub async fn dead_letter_queue_count(&self) -> u32 {
+        self.probe.count(&self.topology.dead_letter_queue()).await
+    }
+
+    pub async fn cleanup(self) {
+        self.publisher.close().await;
+        self.probe.cleanup(&self.topology).await;
+    }
+}
