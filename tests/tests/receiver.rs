@@ -575,3 +575,51 @@ async fn ops_endpoints_report_health_readiness_and_metrics() {
     receiver.stop().await.expect("clean stop");
     let _ = Duration::ZERO;
 }
+
+#[tokio::test]
+async fn connections_are_bounded_and_idle_ones_closed() {
+    use tokio::io::AsyncReadExt;
+    let receiver = RunningReceiver::start(AMQP_URL, ENDPOINTS, &secrets(), |c| {
+        c.max_connections = 1;
+        c.idle_timeout_secs = 2;
+        c.body_timeout_ms = 500;
+        c.confirm_timeout_ms = 500;
+    })
+    .await;
+    let probe = QueueProbe::connect().await;
+    // The one place is taken by a client that connects and says nothing.
+    let mut idle = tokio::net::TcpStream::connect(receiver.addr)
+        .await
+        .expect("connect");
+    let client = Client::new();
+    let url = receiver.url("hs");
+    let request = tokio::spawn(async move {
+        post(
+            &client,
+            &url,
+            &[("authorization", "Bearer hs-bearer".into())],
+            b"{}",
+        )
+        .await
+        .status()
+    });
+    // The idle connection is closed by the receiver after its idle timeout ...
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(10), idle.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "idle connection closed by the server"
+    );
+    assert!(
+        !request.is_finished(),
+        "the waiting client was not served while the place was taken"
+    );
+    // ... which frees the place for the waiting client.
+    let status = tokio::time::timeout(Duration::from_secs(10), request)
+        .await
+        .expect("served")
+        .expect("task");
+    assert_eq!(status, 200);
+    probe.cleanup(&receiver.topology).await;
+    receiver.stop().await.expect("clean stop");
+}

@@ -63,6 +63,15 @@ pub struct ReceiverConfig {
     #[arg(long, env = "INTAKE_PUBLISH_CHANNELS", default_value_t = 4)]
     pub publish_channels: usize,
 
+    /// Most connections open at once; further clients wait in the TCP backlog.
+    #[arg(long, env = "INTAKE_MAX_CONNECTIONS", default_value_t = 512)]
+    pub max_connections: usize,
+
+    /// A connection without a byte in either direction for this long is closed (seconds). Must
+    /// exceed the body and confirm timeouts.
+    #[arg(long, env = "INTAKE_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub idle_timeout_secs: u64,
+
     /// Longest wait for in-flight requests on shutdown before closing anyway (seconds).
     #[arg(long, env = "INTAKE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
@@ -81,6 +90,8 @@ impl std::fmt::Debug for ReceiverConfig {
             .field("body_timeout_ms", &self.body_timeout_ms)
             .field("retry_after_secs", &self.retry_after_secs)
             .field("publish_channels", &self.publish_channels)
+            .field("max_connections", &self.max_connections)
+            .field("idle_timeout_secs", &self.idle_timeout_secs)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .finish_non_exhaustive()
     }
@@ -95,6 +106,11 @@ impl ReceiverConfig {
     /// The confirm deadline.
     pub fn confirm_timeout(&self) -> Duration {
         Duration::from_millis(self.confirm_timeout_ms)
+    }
+
+    /// The idle connection timeout.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
     }
 
     /// The body read deadline.

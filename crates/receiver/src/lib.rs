@@ -7,6 +7,7 @@
 //! - [`endpoints`]: operator-declared endpoints (TOML) with secrets from the environment;
 //! - [`auth`]: constant-time credential checks;
 //! - [`http`]: the webhook handler;
+//! - [`listener`]: the TCP listener with a bound on open connections;
 //! - [`run`]: wires it together; `main.rs` only adds tracing and the signal handler.
 #![forbid(unsafe_code)]
 
@@ -14,6 +15,7 @@ pub mod auth;
 pub mod config;
 pub mod endpoints;
 pub mod http;
+pub mod listener;
 pub mod metrics;
 
 use std::future::Future;
@@ -24,7 +26,6 @@ use anyhow::Context;
 use axum::Router;
 use axum::http::HeaderValue;
 use axum::routing::post;
-use axum::serve::ListenerExt;
 use intake_broker::topology::parse_retry_tiers;
 use intake_broker::{Publisher, PublisherConfig, Topology};
 use tokio::net::TcpListener;
@@ -97,10 +98,8 @@ pub async fn run(
     tracing::info!(addr = %listener.local_addr()?, endpoints = config_summary(&config), "receiver listening");
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
-    // Small answers must not wait for Nagle's algorithm on keep-alive connections.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    let listener =
+        crate::listener::LimitedListener::new(listener, config.max_connections, config.idle_timeout());
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = stopped_tx.send(());
