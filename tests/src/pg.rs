@@ -25,6 +25,14 @@ impl TestDb {
         format!("postgres://postgres@{addr}/{}", self.name)
     }
 
+    /// Drops the database, closing any connection still open to it.
+    pub async fn drop_database(self) {
+        let admin = connect(&format!("postgres://postgres@{PG_ADDR}/postgres")).await;
+        let _ = admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name))
+            .await;
+    }
+
     /// A client connected directly (its connection task is spawned).
     pub async fn client(&self) -> Client {
         connect(&self.url).await

@@ -82,12 +82,23 @@ async fn concurrent_migrations_apply_once() {
         r.expect("migrate");
     }
     let client = db.client().await;
-    let n: i64 = client
-        .query_one("SELECT count(*) FROM intake_schema_migrations", &[])
+    // Each migration recorded once (a second run would have failed on its CREATE TABLEs anyway).
+    let row = client
+        .query_one(
+            "SELECT count(*), count(DISTINCT version), min(version) FROM intake_schema_migrations",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), row.get::<_, i64>(1));
+    assert_eq!(row.get::<_, i32>(2), 1);
+    let tables: i64 = client
+        .query_one("SELECT count(*) FROM pg_tables WHERE tablename = 'inbox'", &[])
         .await
         .unwrap()
         .get(0);
-    assert_eq!(n, 1);
+    assert_eq!(tables, 1);
+    db.drop_database().await;
 }
 
 #[tokio::test]
@@ -180,6 +191,7 @@ async fn spark360_final_state_is_the_same_for_all_24_arrival_orders() {
         .unwrap()
         .get(0);
     assert!(released >= 12, "{released}");
+    db.drop_database().await;
 }
 
 fn hs_event(txn: &str, status: &str, at: &str) -> String {
@@ -243,6 +255,7 @@ async fn healthsherpa_status_follows_the_newest_event_timestamp() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(history, ["t1", "t2", "t4", "t5", "t3"]);
+    db.drop_database().await;
 }
 
 #[tokio::test]
@@ -284,6 +297,7 @@ async fn sparkloop_referral_never_moves_back_and_redeemed_is_kept_without_unlock
         .unwrap();
     assert!(row.get::<_, bool>(0) && row.get::<_, bool>(1));
     assert_eq!(row.get::<_, String>(2), "Sun City");
+    db.drop_database().await;
 }
 
 #[tokio::test]
@@ -350,6 +364,7 @@ async fn an_older_spark_snapshot_never_overwrites_a_newer_one_and_duplicates_cou
         .unwrap()
         .get(0);
     assert_eq!(dups, 1);
+    db.drop_database().await;
 }
 
 #[tokio::test]
@@ -398,4 +413,5 @@ async fn a_parked_event_past_its_limit_is_swept_as_ordering_timeout() {
         apply(&store, &enriched, ApplyOptions::default()).await,
         (Outcome::Applied, vec![])
     );
+    db.drop_database().await;
 }

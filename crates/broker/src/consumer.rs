@@ -2,7 +2,7 @@
 //! bounded number of deliveries handled at once. Reconnects with backoff after any connection
 //! error; whatever was unacked then is redelivered by the broker (handlers are idempotent).
 //!
-//! Ack semantics are the handler's verdict: [`Disposition::Ack`] once the delivery's outcome is
+//! Ack semantics are the handler's verdict (acks are batched per channel, see `acks`): [`Disposition::Ack`] once the delivery's outcome is
 //! durable elsewhere (committed, re-queued for retry, dead-lettered), [`Disposition::Requeue`]
 //! when nothing durable happened and the broker should deliver it again.
 //!
@@ -18,15 +18,14 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use futures_util::StreamExt;
 use futures_util::stream::select_all;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::acks::AckBatch;
 use crate::{BrokerError, Topology, metrics as m, topology};
 
 /// How a [`Consumer`] connects and how much it takes on.
@@ -124,31 +123,45 @@ impl Consumer {
             metrics::gauge!(m::CONNECTED, "role" => role).set(1.0);
             metrics::counter!(m::CONNECTS_TOTAL, "role" => role).increment(1);
             tracing::info!(role, queues = channels.len(), "consuming");
+            let flushers = CancellationToken::new();
             let mut streams = Vec::new();
-            for (_, consumer, queue) in &channels {
+            let mut batches = Vec::new();
+            let mut flusher_tasks = Vec::new();
+            for (channel, consumer, queue) in &channels {
                 let queue = queue.clone();
-                streams.push(consumer.clone().map(move |d| (queue.clone(), d)).boxed());
+                let acks = AckBatch::new(channel.clone());
+                flusher_tasks.push(tokio::spawn(acks.clone().run_flusher(flushers.clone())));
+                batches.push(acks.clone());
+                streams.push(
+                    consumer
+                        .clone()
+                        .map(move |d| (queue.clone(), acks.clone(), d))
+                        .boxed(),
+                );
             }
             let mut merged = select_all(streams);
-            let stopping = loop {
-                let permit = tokio::select! {
-                    _ = shutdown.cancelled() => break true,
-                    p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break true },
-                };
-                let item = tokio::select! {
-                    _ = shutdown.cancelled() => break true,
-                    item = merged.next() => item,
-                };
-                let (queue, delivery) = match item {
-                    Some((q, Ok(d))) => (q, d),
-                    Some((_, Err(e))) => {
-                        tracing::warn!(role, error = %e, "consumer error; reconnecting");
-                        break false;
-                    }
-                    None => break false,
-                };
-                let handler = handler.clone();
-                tracker.spawn(async move {
+            let stopping =
+                loop {
+                    let permit = tokio::select! {
+                        _ = shutdown.cancelled() => break true,
+                        p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break true },
+                    };
+                    let item = tokio::select! {
+                        _ = shutdown.cancelled() => break true,
+                        item = merged.next() => item,
+                    };
+                    let (queue, acks, delivery) = match item {
+                        Some((q, a, Ok(d))) => (q, a, d),
+                        Some((_, _, Err(e))) => {
+                            tracing::warn!(role, error = %e, "consumer error; reconnecting");
+                            break false;
+                        }
+                        None => break false,
+                    };
+                    let tag = delivery.delivery_tag;
+                    acks.started(tag);
+                    let handler = handler.clone();
+                    tracker.spawn(async move {
                     let acker = delivery.acker;
                     let disposition = handler(Delivery {
                         queue,
@@ -157,25 +170,25 @@ impl Consumer {
                         redelivered: delivery.redelivered,
                     })
                     .await;
-                    // A failed ack (connection gone) means redelivery: the handler's work is
-                    // idempotent, so the second run finds a duplicate.
-                    let result = match disposition {
-                        Disposition::Ack => acker.ack(BasicAckOptions::default()).await,
+                    // The ack itself is batched (see `acks`). A lost ack (connection gone) means
+                    // redelivery: the handler's work is idempotent, so the rerun is a duplicate.
+                    match disposition {
+                        Disposition::Ack => acks.done(tag),
                         Disposition::Requeue => {
-                            acker
-                                .nack(BasicNackOptions {
-                                    requeue: true,
-                                    ..BasicNackOptions::default()
-                                })
-                                .await
+                            let nack = BasicNackOptions { requeue: true, ..BasicNackOptions::default() };
+                            if let Err(e) = acker.nack(nack).await {
+                                tracing::warn!(error = %e, "nack failed; the message will be redelivered");
+                            }
+                            acks.abandoned(tag);
                         }
-                    };
-                    if let Err(e) = result {
-                        tracing::warn!(error = %e, "ack failed; the message will be redelivered");
                     }
                     drop(permit);
                 });
-            };
+                };
+            flushers.cancel();
+            for task in flusher_tasks {
+                let _ = task.await;
+            }
             self.connected.store(false, Ordering::Relaxed);
             metrics::gauge!(m::CONNECTED, "role" => role).set(0.0);
             if stopping {
@@ -187,6 +200,12 @@ impl Consumer {
                 }
                 tracker.close();
                 tracker.wait().await;
+                // Ack what finished; the flushers are stopped, so this is the only sender.
+                for acks in &batches {
+                    if let Err(e) = acks.flush().await {
+                        tracing::warn!(error = %e, "final ack failed; those messages will be redelivered");
+                    }
+                }
                 let _ =
                     tokio::time::timeout(Duration::from_secs(5), connection.close(200, "shutdown".into()))
                         .await;

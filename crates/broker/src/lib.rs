@@ -8,6 +8,8 @@
 //!   backoff, that answers a publish only once the broker confirmed it (or says why not).
 #![forbid(unsafe_code)]
 
+mod acks;
+pub mod admin;
 pub mod codec;
 pub mod consumer;
 mod error;

@@ -10,7 +10,14 @@ use tokio_postgres::NoTls;
 use crate::StoreError;
 
 /// Embedded migrations, applied in order; a version once applied is never edited.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "init", include_str!("../migrations/V1__init.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/V1__init.sql")),
+    (
+        2,
+        "healthsherpa_sync",
+        include_str!("../migrations/V2__healthsherpa_sync.sql"),
+    ),
+];
 
 /// Arbitrary, fixed advisory-lock key serialising migration runs across processes.
 const MIGRATION_LOCK: i64 = 0x696e_7461_6b65; // "intake"

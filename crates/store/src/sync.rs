@@ -240,12 +240,12 @@ impl ContactSync {
 
     /// Releases the lock and returns the connection to the pool.
     pub async fn release(mut self) -> Result<(), StoreError> {
-        if let Some(client) = self.client.take() {
-            if let Err(e) = client.execute(UNLOCK, &[&self.contact_id]).await {
-                // Detached and dropped: closing the connection ends the session and its lock.
-                drop(Object::take(client));
-                return Err(e.into());
-            }
+        if let Some(client) = self.client.take()
+            && let Err(e) = client.execute(UNLOCK, &[&self.contact_id]).await
+        {
+            // Detached and dropped: closing the connection ends the session and its lock.
+            drop(Object::take(client));
+            return Err(e.into());
         }
         Ok(())
     }

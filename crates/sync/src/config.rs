@@ -148,6 +148,12 @@ pub struct Valid {
 }
 
 impl SyncConfig {
+    /// The defaults (overridden by any `INTAKE_*` / `HEALTHSHERPA_*` variable that is set), for
+    /// tests and local runs that then adjust fields.
+    pub fn local_defaults() -> SyncConfig {
+        SyncConfig::parse_from(["intake-sync"])
+    }
+
     /// Checks every setting, naming the first variable that is wrong.
     pub fn validate(&self) -> Result<Valid, ConfigError> {
         let tiers = parse_retry_tiers(&self.retry_tiers).map_err(|e| invalid("INTAKE_RETRY_TIERS", e))?;

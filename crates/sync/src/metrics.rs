@@ -1,8 +1,9 @@
 //! Metric names of the sync crate (described once by [`describe`]); the HealthSherpa request
 //! metrics live in `intake_healthsherpa::metrics`.
 
-/// Counter: sync messages handled, by `outcome` (created, updated, coalesced, no_contact,
-/// retried, dead_lettered, requeued).
+/// Counter: sync messages handled, by `outcome` (created, updated, coalesced — its state was
+/// already sent, superseded — a newer change will send it, no_contact, retried, dead_lettered,
+/// requeued).
 pub const MESSAGES_TOTAL: &str = "intake_sync_messages_total";
 /// Counter: sync dead letters by `reason` (missing_field, rejected, retries_exhausted, …).
 pub const DEAD_LETTERS_TOTAL: &str = "intake_sync_dead_letters_total";

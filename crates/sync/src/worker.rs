@@ -1,7 +1,7 @@
 //! One sync message, start to finish: take the contact's sync lock, skip it if a newer state was
-//! already sent (coalescing), else send the contact's current state — update when we hold its
-//! HealthSherpa id; otherwise search first when an earlier attempt may have created it, then
-//! create — and store the id and quote URL. Transient failures go to the broker's delay tiers
+//! already sent or a newer change is committed (coalescing: the newest message sends), else send
+//! the contact's current state — update when we hold its HealthSherpa id; otherwise search first
+//! when an earlier attempt may have created it, then create — and store the id and quote URL. Transient failures go to the broker's delay tiers
 //! (`Retry-After` honoured), permanent ones to the dead-letter queue; then the delivery is acked.
 
 use std::sync::Arc;
@@ -36,6 +36,7 @@ enum Synced {
     Created,
     Updated,
     Coalesced,
+    Superseded,
     NoContact,
 }
 
@@ -80,6 +81,7 @@ pub(crate) async fn handle(ctx: &Context, delivery: Delivery) -> Disposition {
                 Synced::Created => "created",
                 Synced::Updated => "updated",
                 Synced::Coalesced => "coalesced",
+                Synced::Superseded => "superseded",
                 Synced::NoContact => "no_contact",
             };
             metrics::counter!(m::MESSAGES_TOTAL, "outcome" => outcome).increment(1);
@@ -101,10 +103,11 @@ pub(crate) async fn handle(ctx: &Context, delivery: Delivery) -> Disposition {
     disposition
 }
 
-/// Syncs under the contact's lock; `maybe_created`: an earlier attempt of this message ran.
-async fn sync(ctx: &Context, message: &SyncMessage, maybe_created: bool) -> Result<Synced, Failure> {
+/// Syncs under the contact's lock; `retried`: an earlier attempt of this message ran (so it
+/// may have created the contact).
+async fn sync(ctx: &Context, message: &SyncMessage, retried: bool) -> Result<Synced, Failure> {
     let lock = ctx.store.lock_contact_sync(message.contact_id()).await?;
-    let result = sync_locked(ctx, &lock, message, maybe_created).await;
+    let result = sync_locked(ctx, &lock, message, retried).await;
     if let Err(e) = lock.release().await {
         tracing::warn!(error = %e, "releasing the contact sync lock failed (connection closed instead)");
     }
@@ -115,7 +118,7 @@ async fn sync_locked(
     ctx: &Context,
     lock: &ContactSync,
     message: &SyncMessage,
-    maybe_created: bool,
+    retried: bool,
 ) -> Result<Synced, Failure> {
     let state = lock.state().await?;
     if state.synced_seq >= message.seq() {
@@ -124,12 +127,20 @@ async fn sync_locked(
     let Some(contact) = lock.contact().await? else {
         return Ok(Synced::NoContact);
     };
+    // A newer change is committed, so its message is queued or on its way from the relay (or is
+    // waiting for this lock): that one sends the state, and a burst of changes costs one call.
+    // The newer message covers this state and everything before it (had it already been sent,
+    // `synced_seq` would have covered this one above). Only a first attempt is skipped: a retry
+    // sends, so a change is never left waiting on a message that may itself have been given up.
+    if !retried && contact.seq > message.seq() {
+        return Ok(Synced::Superseded);
+    }
     let wanted = mapping::to_sync(&contact);
     // Refuse an incomplete contact before any request, the search included.
     wanted.to_body()?;
     let known = match state.healthsherpa_id {
         Some(id) => Some(id),
-        None if state.create_started || maybe_created => {
+        None if state.create_started || retried => {
             let external_id = wanted.external_id()?;
             ctx.client
                 .search(&external_id, wanted.agent_email.as_deref())

@@ -146,5 +146,6 @@ impl World {
     pub async fn cleanup(self) {
         self.publisher.close().await;
         self.probe.cleanup(&self.topology).await;
+        self.db.drop_database().await;
     }
 }
