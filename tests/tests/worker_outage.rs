@@ -219,3 +219,42 @@ async fn an_event_failing_transiently_every_time_is_dead_lettered_after_the_last
     worker.stop().await.expect("stop");
     world.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_panicking_handler_requeues_its_delivery_and_acks_keep_flowing() {
+    let world = World::new("w-panic").await;
+    let fired = Arc::new(AtomicBool::new(false));
+    let hooks = Hooks {
+        after_commit: Some({
+            let fired = fired.clone();
+            // The first commit's handler panics before its delivery is settled.
+            Arc::new(move |_| {
+                if !fired.swap(true, Ordering::SeqCst) {
+                    panic!("simulated handler bug");
+                }
+            })
+        }),
+    };
+    let worker = world.start_worker_with(world.worker_config(), hooks).await;
+    for i in 0..20 {
+        world.publish(Provider::Spark, contact(100 + i)).await;
+    }
+    // The panicked delivery comes back and is a duplicate; everything is applied once.
+    world
+        .wait_count(
+            "SELECT COALESCE(sum(duplicates), 0)::bigint FROM inbox",
+            1,
+            DEADLINE,
+        )
+        .await;
+    world
+        .wait_count("SELECT count(*) FROM contacts", 20, DEADLINE)
+        .await;
+    assert!(fired.load(Ordering::SeqCst));
+    // Every delivery was acked (none held back behind the panicked one): after the worker stops,
+    // nothing goes back to the queue.
+    worker.stop().await.expect("stop");
+    let queue = world.topology.provider_queue(Provider::Spark);
+    assert_eq!(world.probe.count(&queue).await, 0, "all deliveries acked");
+    world.cleanup().await;
+}

@@ -11,13 +11,15 @@
 //! queue when the channel closes.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use futures_util::StreamExt;
+
 use futures_util::stream::select_all;
+use futures_util::{FutureExt, StreamExt};
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
@@ -163,13 +165,21 @@ impl Consumer {
                     let handler = handler.clone();
                     tracker.spawn(async move {
                     let acker = delivery.acker;
-                    let disposition = handler(Delivery {
+                    let handled = AssertUnwindSafe(handler(Delivery {
                         queue,
                         properties: delivery.properties,
                         body: delivery.data,
                         redelivered: delivery.redelivered,
-                    })
+                    }))
+                    .catch_unwind()
                     .await;
+                    // A panicking handler must still settle its delivery: left unsettled it would
+                    // hold back every batched ack behind it. Requeued, a message that panics again
+                    // and again reaches the queue's delivery limit and is dead-lettered by the broker.
+                    let disposition = handled.unwrap_or_else(|_| {
+                        tracing::error!(role, "handler panicked; requeueing the delivery");
+                        Disposition::Requeue
+                    });
                     // The ack itself is batched (see `acks`). A lost ack (connection gone) means
                     // redelivery: the handler's work is idempotent, so the rerun is a duplicate.
                     match disposition {
