@@ -120,7 +120,8 @@ impl Topology {
     pub fn tier_name(delay: Duration) -> String {
         let s = delay.as_secs();
         match s {
-            0 => format!("{}ms", delay.as_millis()),
+            // Sub-second parts get millisecond names, so 1500ms and 1s stay different tiers.
+            _ if delay.subsec_millis() != 0 || s == 0 => format!("{}ms", delay.as_millis()),
             s if s % 3600 == 0 => format!("{}h", s / 3600),
             s if s % 60 == 0 => format!("{}m", s / 60),
             s => format!("{s}s"),
@@ -305,6 +306,8 @@ mod tests {
         assert_eq!(t.delay_queue(Duration::from_secs(120)), "t1.delay.2m");
         assert_eq!(t.delay_queue(Duration::from_secs(6 * 3600)), "t1.delay.6h");
         assert_eq!(t.delay_queue(Duration::from_millis(250)), "t1.delay.250ms");
+        assert_eq!(Topology::tier_name(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(Topology::tier_name(Duration::from_secs(1)), "1s");
         assert_eq!(t.dead_letter_queue(), "t1.dead-letters");
     }
 
