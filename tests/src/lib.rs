@@ -15,6 +15,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use amqp::{QueueProbe, Taken};
 pub use proxy::TcpProxy;
 
+/// Test queues are deleted by the broker after this long unused, so a failed or aborted test
+/// leaves no quorum queues behind to slow RabbitMQ down for later runs.
+pub const TEST_QUEUE_EXPIRY_SECS: u64 = 600;
+
 /// RabbitMQ on this machine (guest/guest).
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 

@@ -34,6 +34,7 @@ impl RunningReceiver {
         config.queue_prefix = crate::unique_name("rcv");
         // Short tiers: tests that retry should not wait minutes.
         config.retry_tiers = "1s,2s".into();
+        config.queue_expires_secs = Some(crate::TEST_QUEUE_EXPIRY_SECS);
         tune(&mut config);
         let secrets: HashMap<String, String> = secrets
             .iter()
@@ -44,7 +45,8 @@ impl RunningReceiver {
         let topology = Topology::new(
             config.queue_prefix.clone(),
             parse_retry_tiers(&config.retry_tiers).expect("tiers"),
-        );
+        )
+        .with_queue_expiry(config.queue_expires_secs.map(std::time::Duration::from_secs));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();

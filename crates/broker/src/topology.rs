@@ -70,6 +70,9 @@ pub fn parse_retry_tiers(spec: &str) -> Result<Vec<Duration>, String> {
 pub struct Topology {
     prefix: String,
     retry_tiers: Vec<Duration>,
+    /// When set, every queue is deleted by the broker after being unused this long (`x-expires`):
+    /// for tests and ephemeral environments, never production.
+    queue_expiry: Option<Duration>,
 }
 
 impl Topology {
@@ -78,7 +81,15 @@ impl Topology {
         Topology {
             prefix: prefix.into(),
             retry_tiers,
+            queue_expiry: None,
         }
+    }
+
+    /// The same topology whose queues expire after `expiry` unused (`None`: never). Every process
+    /// sharing a prefix must agree, since RabbitMQ refuses a redeclare with other arguments.
+    pub fn with_queue_expiry(mut self, expiry: Option<Duration>) -> Self {
+        self.queue_expiry = expiry;
+        self
     }
 
     /// Topology under `prefix` with [`DEFAULT_RETRY_TIERS`].
@@ -184,6 +195,14 @@ fn quorum_args(dead_letter_exchange: &str) -> FieldTable {
 /// arguments is a no-op, so every process calls this at start (and after each reconnect).
 pub async fn declare(channel: &Channel, topology: &Topology) -> Result<(), BrokerError> {
     // Durable exchanges survive broker restarts; none auto-deletes.
+    // Only set for tests and ephemeral environments: queues nobody uses for this long are
+    // deleted by the broker, so an aborted run leaves no quorum queues behind.
+    let expires = |args: &mut FieldTable| {
+        if let Some(expiry) = topology.queue_expiry {
+            let ms = i64::try_from(expiry.as_millis()).unwrap_or(i64::MAX);
+            args.insert(short("x-expires"), AMQPValue::LongLongInt(ms));
+        }
+    };
     let durable_exchange = ExchangeDeclareOptions {
         durable: true,
         ..ExchangeDeclareOptions::default()
@@ -227,6 +246,7 @@ pub async fn declare(channel: &Channel, topology: &Topology) -> Result<(), Broke
     // The dead-letter queue itself dead-letters nowhere: it is the end of the line.
     let mut dlq_args = FieldTable::default();
     dlq_args.insert(short("x-queue-type"), text("quorum"));
+    expires(&mut dlq_args);
     let dlq = topology.dead_letter_queue();
     channel
         .queue_declare(short(&dlq), durable_queue, dlq_args)
@@ -245,6 +265,7 @@ pub async fn declare(channel: &Channel, topology: &Topology) -> Result<(), Broke
         let mut args = quorum_args(&dead);
         // Redeliveries (worker crashes, nacks) before the broker gives up on a message.
         args.insert(short("x-delivery-limit"), AMQPValue::LongLongInt(DELIVERY_LIMIT));
+        expires(&mut args);
         channel.queue_declare(short(&queue), durable_queue, args).await?;
         // Fresh messages arrive under the provider / event key ...
         channel
@@ -277,6 +298,7 @@ pub async fn declare(channel: &Channel, topology: &Topology) -> Result<(), Broke
         // this is the upper bound.
         let ttl = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
         args.insert(short("x-message-ttl"), AMQPValue::LongLongInt(ttl));
+        expires(&mut args);
         channel.queue_declare(short(&queue), durable_queue, args).await?;
         let mut binding = FieldTable::default();
         binding.insert(short("x-match"), text("all"));

@@ -31,6 +31,11 @@ pub struct ReceiverConfig {
     #[arg(long, env = "INTAKE_QUEUE_PREFIX", default_value = "intake")]
     pub queue_prefix: String,
 
+    /// Delete queues unused for this many seconds (`x-expires`). Only for tests and ephemeral
+    /// environments; unset (never) in production. Every process of a prefix must agree.
+    #[arg(long, env = "INTAKE_QUEUE_EXPIRES_SECS")]
+    pub queue_expires_secs: Option<u64>,
+
     /// Retry delay tiers declared with the topology (comma-separated, units ms/s/m/h).
     #[arg(long, env = "INTAKE_RETRY_TIERS", default_value = "5s,30s,2m,10m,1h,6h")]
     pub retry_tiers: String,

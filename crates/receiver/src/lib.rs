@@ -70,7 +70,8 @@ pub async fn run(
     metrics::describe();
     let publisher = Publisher::start(PublisherConfig {
         amqp_url: config.amqp_url.clone(),
-        topology: Topology::new(config.queue_prefix.clone(), tiers),
+        topology: Topology::new(config.queue_prefix.clone(), tiers)
+            .with_queue_expiry(config.queue_expires_secs.map(Duration::from_secs)),
         channels: config.publish_channels,
         confirm_timeout: config.confirm_timeout(),
         role: "receiver",

@@ -42,6 +42,11 @@ pub struct WorkerConfig {
     #[arg(long, env = "INTAKE_QUEUE_PREFIX", default_value = "intake")]
     pub queue_prefix: String,
 
+    /// Delete queues unused for this many seconds (`x-expires`). Only for tests and ephemeral
+    /// environments; unset (never) in production. Every process of a prefix must agree.
+    #[arg(long, env = "INTAKE_QUEUE_EXPIRES_SECS")]
+    pub queue_expires_secs: Option<u64>,
+
     /// Retry delay tiers (comma-separated, units ms/s/m/h); after the last, dead letter.
     #[arg(long, env = "INTAKE_RETRY_TIERS", default_value = "5s,30s,2m,10m,1h,6h")]
     pub retry_tiers: String,
@@ -196,7 +201,8 @@ impl WorkerConfig {
             return Err(invalid("INTAKE_DATABASE_URL", "must start with postgres://"));
         }
         Ok(Validated {
-            topology: Topology::new(self.queue_prefix.clone(), tiers),
+            topology: Topology::new(self.queue_prefix.clone(), tiers)
+                .with_queue_expiry(self.queue_expires_secs.map(Duration::from_secs)),
             providers,
         })
     }

@@ -86,7 +86,8 @@ impl SyncWorld {
         .expect("store");
         store.migrate().await.expect("migrate");
         let tiers = intake_broker::topology::parse_retry_tiers(TEST_TIERS).expect("tiers");
-        let topology = Topology::new(unique_name(tag), tiers);
+        let topology = Topology::new(unique_name(tag), tiers)
+            .with_queue_expiry(Some(Duration::from_secs(intake_it::TEST_QUEUE_EXPIRY_SECS)));
         // Declares the topology, so probes can look at queues before the sync runs.
         let publisher = Publisher::start(PublisherConfig {
             amqp_url: AMQP_URL.to_owned(),
@@ -117,6 +118,7 @@ impl SyncWorld {
         c.database_url = self.db.url.clone();
         c.queue_prefix = self.topology.prefix().to_owned();
         c.retry_tiers = TEST_TIERS.to_owned();
+        c.queue_expires_secs = Some(intake_it::TEST_QUEUE_EXPIRY_SECS);
         c.relay_interval_ms = 50;
         c.shutdown_grace_secs = 5;
         c.healthsherpa_base_url = self.hs.base_url();
@@ -163,6 +165,7 @@ impl SyncWorld {
         c.database_url = self.db.url.clone();
         c.queue_prefix = self.topology.prefix().to_owned();
         c.retry_tiers = TEST_TIERS.to_owned();
+        c.queue_expires_secs = Some(intake_it::TEST_QUEUE_EXPIRY_SECS);
         c.providers = "spark".into();
         c.concurrency = 8;
         c.db_pool_size = 10;

@@ -45,7 +45,8 @@ impl World {
     pub async fn new(tag: &str) -> World {
         let db = fresh_database(tag).await;
         let tiers = intake_broker::topology::parse_retry_tiers(TEST_TIERS).expect("tiers");
-        let topology = Topology::new(unique_name(tag), tiers);
+        let topology = Topology::new(unique_name(tag), tiers)
+            .with_queue_expiry(Some(Duration::from_secs(intake_it::TEST_QUEUE_EXPIRY_SECS)));
         let publisher = Publisher::start(PublisherConfig {
             amqp_url: AMQP_URL.to_owned(),
             topology: topology.clone(),
@@ -73,6 +74,7 @@ impl World {
         config.database_url = self.db.url.clone();
         config.queue_prefix = self.topology.prefix().to_owned();
         config.retry_tiers = TEST_TIERS.to_owned();
+        config.queue_expires_secs = Some(intake_it::TEST_QUEUE_EXPIRY_SECS);
         config.concurrency = 8;
         config.db_pool_size = 10;
         config.db_timeout_ms = 2000;
