@@ -82,29 +82,6 @@ impl QueueProbe {
 
     /// Deletes every queue and exchange of a test prefix's topology.
     pub async fn cleanup(&self, topology: &intake_broker::Topology) {
-        use intake_broker::lapin::options::ExchangeDeleteOptions;
-        let mut queues: Vec<String> = intake_core::Provider::ALL
-            .iter()
-            .map(|p| topology.provider_queue(*p))
-            .collect();
-        queues.push(topology.sync_queue());
-        queues.push(topology.dead_letter_queue());
-        queues.extend(topology.retry_tiers().iter().map(|d| topology.delay_queue(*d)));
-        for q in queues {
-            let _ = self
-                .channel
-                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-        for x in [
-            topology.ingress_exchange(),
-            topology.retry_exchange(),
-            topology.dead_letter_exchange(),
-        ] {
-            let _ = self
-                .channel
-                .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
-                .await;
-        }
+        let _ = intake_broker::admin::delete_topology(AMQP_URL, topology).await;
     }
 }

@@ -2,7 +2,6 @@
 //! runs that create throwaway prefixes. Quorum queues are not free for the broker; do not leave
 //! them behind.
 
-use intake_core::Provider;
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use lapin::{Connection, ConnectionProperties};
 
@@ -11,25 +10,14 @@ use crate::{BrokerError, Topology};
 /// Deletes every queue and exchange of `topology` (missing ones are skipped), messages included.
 pub async fn delete_topology(amqp_url: &str, topology: &Topology) -> Result<(), BrokerError> {
     let connection = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
-    let mut queues: Vec<String> = Provider::ALL
-        .iter()
-        .map(|p| topology.provider_queue(*p))
-        .collect();
-    queues.push(topology.sync_queue());
-    queues.push(topology.dead_letter_queue());
-    queues.extend(topology.retry_tiers().iter().map(|d| topology.delay_queue(*d)));
-    for queue in queues {
+    for queue in topology.all_queues() {
         // A failed delete closes the channel: use a fresh one each time.
         let channel = connection.create_channel().await?;
         let _ = channel
             .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
             .await;
     }
-    for exchange in [
-        topology.ingress_exchange(),
-        topology.retry_exchange(),
-        topology.dead_letter_exchange(),
-    ] {
+    for exchange in topology.all_exchanges() {
         let channel = connection.create_channel().await?;
         let _ = channel
             .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())

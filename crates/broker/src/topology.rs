@@ -154,6 +154,23 @@ impl Topology {
         format!("{}.dead-letters", self.prefix)
     }
 
+    /// Every queue of the topology: work queues, delay tiers and the dead-letter queue.
+    pub fn all_queues(&self) -> Vec<String> {
+        let mut queues: Vec<String> = self.work_queues().into_iter().map(|(queue, _)| queue).collect();
+        queues.extend(self.retry_tiers.iter().map(|d| self.delay_queue(*d)));
+        queues.push(self.dead_letter_queue());
+        queues
+    }
+
+    /// Every exchange of the topology.
+    pub fn all_exchanges(&self) -> [String; 3] {
+        [
+            self.ingress_exchange(),
+            self.retry_exchange(),
+            self.dead_letter_exchange(),
+        ]
+    }
+
     /// Every work queue with the routing keys bound to it on the ingress exchange.
     fn work_queues(&self) -> Vec<(String, String)> {
         let mut queues: Vec<(String, String)> = Provider::ALL

@@ -140,7 +140,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = receiver.kill();
     let _ = receiver.wait();
     drain.abort();
-    cleanup(&admin, &topology).await;
+    let _ = intake_broker::admin::delete_topology(&s.amqp_url, &topology).await;
     let (raw, peak, half) = result?;
     let rss = rss.unwrap_or(f64::NAN);
     println!(
@@ -400,31 +400,6 @@ async fn http_open_loop(s: &Settings, body: Bytes, rate: f64) -> anyhow::Result<
         p99_ms: percentile_ms(&h, 0.99),
         errors,
     })
-}
-
-async fn cleanup(channel: &intake_broker::lapin::Channel, topology: &Topology) {
-    use intake_broker::lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-    let mut queues: Vec<String> = Provider::ALL
-        .iter()
-        .map(|p| topology.provider_queue(*p))
-        .collect();
-    queues.push(topology.sync_queue());
-    queues.push(topology.dead_letter_queue());
-    queues.extend(topology.retry_tiers().iter().map(|d| topology.delay_queue(*d)));
-    for q in queues {
-        let _ = channel
-            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-            .await;
-    }
-    for x in [
-        topology.ingress_exchange(),
-        topology.retry_exchange(),
-        topology.dead_letter_exchange(),
-    ] {
-        let _ = channel
-            .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
-            .await;
-    }
 }
 
 fn write_report(s: &Settings, raw: &Outcome, peak: &Outcome, half: &Outcome, rss: f64) -> anyhow::Result<()> {
