@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use intake_broker::Topology;
-use intake_broker::topology::parse_retry_tiers;
 use intake_receiver::{ReceiverConfig, endpoints, run};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -30,11 +29,11 @@ impl RunningReceiver {
         tune: impl FnOnce(&mut ReceiverConfig),
     ) -> RunningReceiver {
         let mut config = ReceiverConfig::local_defaults();
-        config.amqp_url = amqp_url.to_owned();
-        config.queue_prefix = crate::unique_name("rcv");
+        config.broker.amqp_url = amqp_url.to_owned();
+        config.broker.queue_prefix = crate::unique_name("rcv");
         // Short tiers: tests that retry should not wait minutes.
-        config.retry_tiers = "1s,2s".into();
-        config.queue_expires_secs = Some(crate::TEST_QUEUE_EXPIRY_SECS);
+        config.broker.retry_tiers = "1s,2s".into();
+        config.broker.queue_expires_secs = Some(crate::TEST_QUEUE_EXPIRY_SECS);
         tune(&mut config);
         let secrets: HashMap<String, String> = secrets
             .iter()
@@ -42,11 +41,7 @@ impl RunningReceiver {
             .collect();
         let specs = endpoints::parse(endpoints_toml).expect("endpoint TOML");
         let endpoints = endpoints::resolve(specs, &|var| secrets.get(var).cloned()).expect("endpoints");
-        let topology = Topology::new(
-            config.queue_prefix.clone(),
-            parse_retry_tiers(&config.retry_tiers).expect("tiers"),
-        )
-        .with_queue_expiry(config.queue_expires_secs.map(std::time::Duration::from_secs));
+        let topology = config.broker.topology().expect("broker settings");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();

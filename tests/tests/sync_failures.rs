@@ -24,7 +24,7 @@ async fn rate_limited_then_retried_after_retry_after() {
         .await;
     let mut config = world.sync_config();
     // A tier long enough for the asked delay (the delay fits the shortest such tier).
-    config.retry_tiers = "100ms,200ms,3s".into();
+    config.broker.retry_tiers = "100ms,200ms,3s".into();
     let sync = world.start_sync(config).await;
 
     let started = Instant::now();

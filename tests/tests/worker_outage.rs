@@ -92,7 +92,7 @@ async fn a_worker_cut_off_after_commit_before_ack_sees_the_redelivery_as_a_dupli
             .expect("proxy"),
     );
     let mut config = world.worker_config();
-    config.amqp_url = format!("amqp://guest:guest@{}/%2f", proxy.addr());
+    config.broker.amqp_url = format!("amqp://guest:guest@{}/%2f", proxy.addr());
     let fired = Arc::new(AtomicBool::new(false));
     let hooks = Hooks {
         after_commit: Some({

@@ -16,11 +16,13 @@ mod error;
 pub mod metrics;
 pub mod publisher;
 pub mod retry;
+pub mod settings;
 pub mod topology;
 
 pub use consumer::{Consumer, ConsumerConfig, Delivery, Disposition};
 pub use error::BrokerError;
 pub use publisher::{Publisher, PublisherConfig};
+pub use settings::BrokerSettings;
 pub use topology::Topology;
 
 /// Re-exported so callers can name lapin types without depending on lapin themselves.

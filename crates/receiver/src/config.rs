@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use intake_broker::BrokerSettings;
 
 /// Receiver settings. Every field can be set by the environment variable named in `env`.
 #[derive(Clone, Parser)]
@@ -18,27 +19,9 @@ pub struct ReceiverConfig {
     #[arg(long, env = "INTAKE_LISTEN_ADDR", default_value = "0.0.0.0:8080")]
     pub listen_addr: SocketAddr,
 
-    /// AMQP URL of RabbitMQ (holds a password: never logged).
-    #[arg(
-        long,
-        env = "INTAKE_AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
-        hide_env_values = true
-    )]
-    pub amqp_url: String,
-
-    /// Prefix of every exchange and queue name.
-    #[arg(long, env = "INTAKE_QUEUE_PREFIX", default_value = "intake")]
-    pub queue_prefix: String,
-
-    /// Delete queues unused for this many seconds (`x-expires`). Only for tests and ephemeral
-    /// environments; unset (never) in production. Every process of a prefix must agree.
-    #[arg(long, env = "INTAKE_QUEUE_EXPIRES_SECS")]
-    pub queue_expires_secs: Option<u64>,
-
-    /// Retry delay tiers declared with the topology (comma-separated, units ms/s/m/h).
-    #[arg(long, env = "INTAKE_RETRY_TIERS", default_value = "5s,30s,2m,10m,1h,6h")]
-    pub retry_tiers: String,
+    /// RabbitMQ and naming settings shared by every intake process.
+    #[command(flatten)]
+    pub broker: BrokerSettings,
 
     /// Path of a TOML file declaring endpoints (see README). Optional if `INTAKE_ENDPOINTS` is set.
     #[arg(long, env = "INTAKE_ENDPOINTS_FILE")]
@@ -86,9 +69,7 @@ impl std::fmt::Debug for ReceiverConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReceiverConfig")
             .field("listen_addr", &self.listen_addr)
-            .field("amqp_url", &"<redacted>")
-            .field("queue_prefix", &self.queue_prefix)
-            .field("retry_tiers", &self.retry_tiers)
+            .field("broker", &self.broker)
             .field("endpoints_file", &self.endpoints_file)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("confirm_timeout_ms", &self.confirm_timeout_ms)

@@ -26,8 +26,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::http::HeaderValue;
 use axum::routing::post;
-use intake_broker::topology::parse_retry_tiers;
-use intake_broker::{Publisher, PublisherConfig, Topology};
+use intake_broker::{Publisher, PublisherConfig};
 use tokio::net::TcpListener;
 
 pub use config::ReceiverConfig;
@@ -57,8 +56,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let tiers =
-        parse_retry_tiers(&config.retry_tiers).map_err(|e| anyhow::anyhow!("INTAKE_RETRY_TIERS: {e}"))?;
+    let topology = config.broker.topology()?;
     anyhow::ensure!(
         config.publish_channels >= 1,
         "INTAKE_PUBLISH_CHANNELS must be at least 1"
@@ -69,9 +67,8 @@ pub async fn run(
     );
     metrics::describe();
     let publisher = Publisher::start(PublisherConfig {
-        amqp_url: config.amqp_url.clone(),
-        topology: Topology::new(config.queue_prefix.clone(), tiers)
-            .with_queue_expiry(config.queue_expires_secs.map(Duration::from_secs)),
+        amqp_url: config.broker.amqp_url.clone(),
+        topology,
         channels: config.publish_channels,
         confirm_timeout: config.confirm_timeout(),
         role: "receiver",
@@ -125,6 +122,6 @@ pub async fn run(
 fn config_summary(config: &ReceiverConfig) -> String {
     format!(
         "prefix={} max_body={}",
-        config.queue_prefix, config.max_body_bytes
+        config.broker.queue_prefix, config.max_body_bytes
     )
 }

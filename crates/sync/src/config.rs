@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use intake_broker::BrokerSettings;
 use intake_broker::Topology;
-use intake_broker::topology::parse_retry_tiers;
 use intake_healthsherpa::{Auth, HealthSherpaConfig, Secret};
 
 /// A setting that cannot be used.
@@ -36,14 +36,10 @@ pub struct SyncConfig {
     /// Address of the `/metrics`, `/healthz`, `/readyz` server.
     #[arg(long, env = "INTAKE_LISTEN_ADDR", default_value = "0.0.0.0:9092")]
     pub listen_addr: SocketAddr,
-    /// AMQP URL of RabbitMQ (holds a password: never logged).
-    #[arg(
-        long,
-        env = "INTAKE_AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
-        hide_env_values = true
-    )]
-    pub amqp_url: String,
+    /// RabbitMQ and naming settings shared by every intake process.
+    #[command(flatten)]
+    pub broker: BrokerSettings,
+
     /// Postgres URL (may hold a password: never logged).
     #[arg(
         long,
@@ -52,17 +48,6 @@ pub struct SyncConfig {
         hide_env_values = true
     )]
     pub database_url: String,
-    /// Prefix of every exchange and queue name.
-    #[arg(long, env = "INTAKE_QUEUE_PREFIX", default_value = "intake")]
-    pub queue_prefix: String,
-    /// Delete queues unused for this many seconds (`x-expires`). Only for tests and ephemeral
-    /// environments; unset (never) in production. Every process of a prefix must agree.
-    #[arg(long, env = "INTAKE_QUEUE_EXPIRES_SECS")]
-    pub queue_expires_secs: Option<u64>,
-
-    /// Retry delay tiers (comma-separated, units ms/s/m/h); after the last, dead letter.
-    #[arg(long, env = "INTAKE_RETRY_TIERS", default_value = "5s,30s,2m,10m,1h,6h")]
-    pub retry_tiers: String,
     /// Unacked sync messages the broker may push.
     #[arg(long, env = "INTAKE_SYNC_PREFETCH", default_value_t = 50)]
     pub prefetch: u16,
@@ -133,8 +118,7 @@ impl std::fmt::Debug for SyncConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SyncConfig")
             .field("listen_addr", &self.listen_addr)
-            .field("queue_prefix", &self.queue_prefix)
-            .field("retry_tiers", &self.retry_tiers)
+            .field("broker", &self.broker)
             .field("concurrency", &self.concurrency)
             .field("relay_enabled", &self.relay_enabled)
             .field("healthsherpa_base_url", &self.healthsherpa_base_url)
@@ -161,10 +145,10 @@ impl SyncConfig {
 
     /// Checks every setting, naming the first variable that is wrong.
     pub fn validate(&self) -> Result<Valid, ConfigError> {
-        let tiers = parse_retry_tiers(&self.retry_tiers).map_err(|e| invalid("INTAKE_RETRY_TIERS", e))?;
-        if self.queue_prefix.is_empty() {
-            return Err(invalid("INTAKE_QUEUE_PREFIX", "must not be empty"));
-        }
+        let topology = self
+            .broker
+            .topology()
+            .map_err(|e| invalid(e.variable, e.problem))?;
         if self.db_pool_size < self.concurrency + 2 {
             return Err(invalid(
                 "INTAKE_DB_POOL_SIZE",
@@ -203,8 +187,7 @@ impl SyncConfig {
             invalid(variable, e.to_string())
         })?;
         Ok(Valid {
-            topology: Topology::new(self.queue_prefix.clone(), tiers)
-                .with_queue_expiry(self.queue_expires_secs.map(Duration::from_secs)),
+            topology,
             healthsherpa,
         })
     }

@@ -103,14 +103,14 @@ pub async fn run_with(
     migrate_when_reachable(&store, &stop).await?;
 
     let publisher = Publisher::start(PublisherConfig {
-        amqp_url: config.amqp_url.clone(),
+        amqp_url: config.broker.amqp_url.clone(),
         topology: valid.topology.clone(),
         channels: 2,
         confirm_timeout: Duration::from_millis(config.confirm_timeout_ms),
         role: "sync-publisher",
     });
     let consumer = Consumer::new(ConsumerConfig {
-        amqp_url: config.amqp_url.clone(),
+        amqp_url: config.broker.amqp_url.clone(),
         topology: valid.topology.clone(),
         queues: vec![valid.topology.sync_queue()],
         prefetch: config.prefetch,

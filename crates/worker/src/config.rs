@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use intake_broker::BrokerSettings;
 use intake_broker::Topology;
-use intake_broker::topology::parse_retry_tiers;
 use intake_core::Provider;
 
 /// Worker settings. Every field can be set by the environment variable named in `env`.
@@ -20,14 +20,9 @@ pub struct WorkerConfig {
     #[arg(long, env = "INTAKE_LISTEN_ADDR", default_value = "0.0.0.0:9091")]
     pub listen_addr: SocketAddr,
 
-    /// AMQP URL of RabbitMQ (holds a password: never logged).
-    #[arg(
-        long,
-        env = "INTAKE_AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
-        hide_env_values = true
-    )]
-    pub amqp_url: String,
+    /// RabbitMQ and naming settings shared by every intake process.
+    #[command(flatten)]
+    pub broker: BrokerSettings,
 
     /// Postgres URL (may hold a password: never logged).
     #[arg(
@@ -37,19 +32,6 @@ pub struct WorkerConfig {
         hide_env_values = true
     )]
     pub database_url: String,
-
-    /// Prefix of every exchange and queue name.
-    #[arg(long, env = "INTAKE_QUEUE_PREFIX", default_value = "intake")]
-    pub queue_prefix: String,
-
-    /// Delete queues unused for this many seconds (`x-expires`). Only for tests and ephemeral
-    /// environments; unset (never) in production. Every process of a prefix must agree.
-    #[arg(long, env = "INTAKE_QUEUE_EXPIRES_SECS")]
-    pub queue_expires_secs: Option<u64>,
-
-    /// Retry delay tiers (comma-separated, units ms/s/m/h); after the last, dead letter.
-    #[arg(long, env = "INTAKE_RETRY_TIERS", default_value = "5s,30s,2m,10m,1h,6h")]
-    pub retry_tiers: String,
 
     /// Providers whose queues this worker consumes (comma-separated).
     #[arg(
@@ -105,10 +87,8 @@ impl std::fmt::Debug for WorkerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WorkerConfig")
             .field("listen_addr", &self.listen_addr)
-            .field("amqp_url", &"<redacted>")
+            .field("broker", &self.broker)
             .field("database_url", &"<redacted>")
-            .field("queue_prefix", &self.queue_prefix)
-            .field("retry_tiers", &self.retry_tiers)
             .field("providers", &self.providers)
             .field("prefetch", &self.prefetch)
             .field("concurrency", &self.concurrency)
@@ -155,10 +135,10 @@ impl WorkerConfig {
 
     /// Checks every setting; the error names the variable to fix.
     pub fn validate(&self) -> Result<Validated, ConfigError> {
-        let tiers = parse_retry_tiers(&self.retry_tiers).map_err(|e| invalid("INTAKE_RETRY_TIERS", e))?;
-        if self.queue_prefix.is_empty() {
-            return Err(invalid("INTAKE_QUEUE_PREFIX", "must not be empty"));
-        }
+        let topology = self
+            .broker
+            .topology()
+            .map_err(|e| invalid(e.variable, e.problem))?;
         let providers = self
             .providers
             .split(',')
@@ -194,17 +174,10 @@ impl WorkerConfig {
                 return Err(invalid(variable, "must be positive"));
             }
         }
-        if !self.amqp_url.starts_with("amqp://") && !self.amqp_url.starts_with("amqps://") {
-            return Err(invalid("INTAKE_AMQP_URL", "must start with amqp:// or amqps://"));
-        }
         if !self.database_url.starts_with("postgres://") && !self.database_url.starts_with("postgresql://") {
             return Err(invalid("INTAKE_DATABASE_URL", "must start with postgres://"));
         }
-        Ok(Validated {
-            topology: Topology::new(self.queue_prefix.clone(), tiers)
-                .with_queue_expiry(self.queue_expires_secs.map(Duration::from_secs)),
-            providers,
-        })
+        Ok(Validated { topology, providers })
     }
 
     /// Per-event transaction deadline.
@@ -234,7 +207,7 @@ mod tests {
     #[test]
     fn a_bad_setting_names_its_variable() {
         let mut config = WorkerConfig::local_defaults();
-        config.retry_tiers = "5x".into();
+        config.broker.retry_tiers = "5x".into();
         assert_eq!(config.validate().unwrap_err().variable, "INTAKE_RETRY_TIERS");
         let mut config = WorkerConfig::local_defaults();
         config.providers = "spark,nope".into();

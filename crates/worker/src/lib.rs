@@ -93,14 +93,14 @@ pub async fn run_with(
     migrate_when_reachable(&store, &stop).await?;
 
     let publisher = Publisher::start(PublisherConfig {
-        amqp_url: config.amqp_url.clone(),
+        amqp_url: config.broker.amqp_url.clone(),
         topology: valid.topology.clone(),
         channels: config.publish_channels.max(1),
         confirm_timeout: Duration::from_millis(config.confirm_timeout_ms),
         role: "worker-publisher",
     });
     let consumer = Consumer::new(ConsumerConfig {
-        amqp_url: config.amqp_url.clone(),
+        amqp_url: config.broker.amqp_url.clone(),
         topology: valid.topology.clone(),
         queues: valid
             .providers

@@ -114,11 +114,11 @@ impl SyncWorld {
     pub fn sync_config(&self) -> SyncConfig {
         let mut c = SyncConfig::local_defaults();
         c.listen_addr = "127.0.0.1:0".parse().expect("addr");
-        c.amqp_url = AMQP_URL.to_owned();
+        c.broker.amqp_url = AMQP_URL.to_owned();
         c.database_url = self.db.url.clone();
-        c.queue_prefix = self.topology.prefix().to_owned();
-        c.retry_tiers = TEST_TIERS.to_owned();
-        c.queue_expires_secs = Some(intake_it::TEST_QUEUE_EXPIRY_SECS);
+        c.broker.queue_prefix = self.topology.prefix().to_owned();
+        c.broker.retry_tiers = TEST_TIERS.to_owned();
+        c.broker.queue_expires_secs = Some(intake_it::TEST_QUEUE_EXPIRY_SECS);
         c.relay_interval_ms = 50;
         c.shutdown_grace_secs = 5;
         c.healthsherpa_base_url = self.hs.base_url();
@@ -161,11 +161,11 @@ impl SyncWorld {
     pub async fn start_ingest(&self) -> Running<intake_worker::WorkerError> {
         let mut c = intake_worker::WorkerConfig::local_defaults();
         c.listen_addr = "127.0.0.1:0".parse().expect("addr");
-        c.amqp_url = AMQP_URL.to_owned();
+        c.broker.amqp_url = AMQP_URL.to_owned();
         c.database_url = self.db.url.clone();
-        c.queue_prefix = self.topology.prefix().to_owned();
-        c.retry_tiers = TEST_TIERS.to_owned();
-        c.queue_expires_secs = Some(intake_it::TEST_QUEUE_EXPIRY_SECS);
+        c.broker.queue_prefix = self.topology.prefix().to_owned();
+        c.broker.retry_tiers = TEST_TIERS.to_owned();
+        c.broker.queue_expires_secs = Some(intake_it::TEST_QUEUE_EXPIRY_SECS);
         c.providers = "spark".into();
         c.concurrency = 8;
         c.db_pool_size = 10;

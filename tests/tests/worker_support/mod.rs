@@ -70,11 +70,11 @@ impl World {
     pub fn worker_config(&self) -> WorkerConfig {
         let mut config = WorkerConfig::local_defaults();
         config.listen_addr = "127.0.0.1:0".parse().expect("addr");
-        config.amqp_url = AMQP_URL.to_owned();
+        config.broker.amqp_url = AMQP_URL.to_owned();
         config.database_url = self.db.url.clone();
-        config.queue_prefix = self.topology.prefix().to_owned();
-        config.retry_tiers = TEST_TIERS.to_owned();
-        config.queue_expires_secs = Some(intake_it::TEST_QUEUE_EXPIRY_SECS);
+        config.broker.queue_prefix = self.topology.prefix().to_owned();
+        config.broker.retry_tiers = TEST_TIERS.to_owned();
+        config.broker.queue_expires_secs = Some(intake_it::TEST_QUEUE_EXPIRY_SECS);
         config.concurrency = 8;
         config.db_pool_size = 10;
         config.db_timeout_ms = 2000;
