@@ -1,4 +1,5 @@
-//! Looking into RabbitMQ from a test: how many messages a queue holds, and taking them all.
+//! RabbitMQ from a test: a run-unique topology with a publisher that declared it, how many
+//! messages a queue holds, and taking them all.
 
 use intake_broker::lapin::options::{
     BasicAckOptions, BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions,
@@ -84,4 +85,25 @@ impl QueueProbe {
     pub async fn cleanup(&self, topology: &intake_broker::Topology) {
         let _ = intake_broker::admin::delete_topology(AMQP_URL, topology).await;
     }
+}
+
+/// A run-unique topology under `tag` with the given retry tiers and the test queue expiry, and a
+/// connected publisher that has declared it (so probes can look at its queues at once).
+pub async fn test_broker(tag: &str, tiers: &str) -> (intake_broker::Topology, intake_broker::Publisher) {
+    use std::time::Duration;
+    let tiers = intake_broker::topology::parse_retry_tiers(tiers).expect("tiers");
+    let topology = intake_broker::Topology::new(crate::unique_name(tag), tiers)
+        .with_queue_expiry(Some(Duration::from_secs(crate::TEST_QUEUE_EXPIRY_SECS)));
+    let publisher = intake_broker::Publisher::start(intake_broker::PublisherConfig {
+        amqp_url: AMQP_URL.to_owned(),
+        topology: topology.clone(),
+        channels: 2,
+        confirm_timeout: Duration::from_secs(5),
+        role: "test-publisher",
+    });
+    assert!(
+        publisher.wait_connected(Duration::from_secs(10)).await,
+        "broker reachable"
+    );
+    (topology, publisher)
 }

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use amqp::{QueueProbe, Taken};
+pub use amqp::{QueueProbe, Taken, test_broker};
 pub use proxy::TcpProxy;
 
 /// Test queues are deleted by the broker after this long unused, so a failed or aborted test

@@ -10,10 +10,10 @@ pub mod fake;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use intake_broker::{Publisher, PublisherConfig, Topology};
+use intake_broker::{Publisher, Topology};
 use intake_core::{Envelope, Provider};
 use intake_it::pg::{TestDb, fresh_database};
-use intake_it::{AMQP_URL, QueueProbe, Taken, unique_name, wait_until};
+use intake_it::{AMQP_URL, QueueProbe, Taken, wait_until};
 use intake_store::{ApplyOptions, Store, StoreConfig};
 use intake_sync::{Hooks, SyncConfig, SyncError};
 use serde_json::{Value, json};
@@ -85,21 +85,7 @@ impl SyncWorld {
         })
         .expect("store");
         store.migrate().await.expect("migrate");
-        let tiers = intake_broker::topology::parse_retry_tiers(TEST_TIERS).expect("tiers");
-        let topology = Topology::new(unique_name(tag), tiers)
-            .with_queue_expiry(Some(Duration::from_secs(intake_it::TEST_QUEUE_EXPIRY_SECS)));
-        // Declares the topology, so probes can look at queues before the sync runs.
-        let publisher = Publisher::start(PublisherConfig {
-            amqp_url: AMQP_URL.to_owned(),
-            topology: topology.clone(),
-            channels: 1,
-            confirm_timeout: Duration::from_secs(5),
-            role: "test-publisher",
-        });
-        assert!(
-            publisher.wait_connected(Duration::from_secs(10)).await,
-            "broker reachable"
-        );
+        let (topology, publisher) = intake_it::test_broker(tag, TEST_TIERS).await;
         SyncWorld {
             db,
             store,

@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use intake_broker::{Publisher, PublisherConfig, Topology};
+use intake_broker::{Publisher, Topology};
 use intake_core::{Envelope, Provider};
 use intake_it::pg::{TestDb, fresh_database};
-use intake_it::{AMQP_URL, QueueProbe, unique_name, wait_until};
+use intake_it::{AMQP_URL, QueueProbe, wait_until};
 use intake_worker::{Hooks, WorkerConfig, WorkerError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -44,20 +44,7 @@ impl RunningWorker {
 impl World {
     pub async fn new(tag: &str) -> World {
         let db = fresh_database(tag).await;
-        let tiers = intake_broker::topology::parse_retry_tiers(TEST_TIERS).expect("tiers");
-        let topology = Topology::new(unique_name(tag), tiers)
-            .with_queue_expiry(Some(Duration::from_secs(intake_it::TEST_QUEUE_EXPIRY_SECS)));
-        let publisher = Publisher::start(PublisherConfig {
-            amqp_url: AMQP_URL.to_owned(),
-            topology: topology.clone(),
-            channels: 2,
-            confirm_timeout: Duration::from_secs(5),
-            role: "test-publisher",
-        });
-        assert!(
-            publisher.wait_connected(Duration::from_secs(10)).await,
-            "broker reachable"
-        );
+        let (topology, publisher) = intake_it::test_broker(tag, TEST_TIERS).await;
         World {
             db,
             topology,
