@@ -12,7 +12,7 @@ use intake_store::{ApplyOptions, Outcome, Store, StoreConfig};
 
 async fn store(db: &TestDb) -> Store {
     let store = Store::new(&StoreConfig {
-        url: db.url.clone(),
+        url: db.url.clone().into(),
         max_connections: 8,
         connect_timeout: Duration::from_secs(5),
     })
@@ -70,7 +70,7 @@ async fn concurrent_migrations_apply_once() {
     let stores: Vec<Store> = (0..4)
         .map(|_| {
             Store::new(&StoreConfig {
-                url: db.url.clone(),
+                url: db.url.clone().into(),
                 max_connections: 2,
                 connect_timeout: Duration::from_secs(5),
             })

@@ -29,7 +29,7 @@ pub mod metrics;
 pub mod retry;
 
 pub use client::{HealthSherpaClient, SyncedContact};
-pub use config::{Auth, HealthSherpaConfig, Secret};
+pub use config::{Auth, HealthSherpaConfig};
 pub use error::HealthSherpaError;
 pub use mapping::{Address, ContactForSync, Medicare};
 pub use retry::{RetryPolicy, retry_delay};

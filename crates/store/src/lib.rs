@@ -1,6 +1,7 @@
 //! The only crate that talks to Postgres (tokio-postgres + deadpool-postgres). It owns:
 //!
 //! - [`pool`]: the pool and the embedded migrations, run at start under an advisory lock;
+//! - [`settings`]: `INTAKE_DATABASE_URL`, a secret read from the environment only;
 //! - [`apply`]: the one transaction per event — inbox row (a unique-key conflict, SQLSTATE 23505,
 //!   means duplicate), entity lock, ordering rule (park / apply / stale), effect, release of
 //!   parked successors, outbox rows for changed contacts;
@@ -16,9 +17,11 @@ mod effects;
 mod error;
 pub mod maintenance;
 pub mod pool;
+pub mod settings;
 pub mod sync;
 
 pub use apply::{ApplyOptions, ApplyReport, Outcome, Released};
 pub use error::StoreError;
 pub use maintenance::{DeadLetter, DeadLetterSink, ExpiredParked, ORDERING_TIMEOUT, ParkedStats};
 pub use pool::{Store, StoreConfig};
+pub use settings::{DEFAULT_DATABASE_URL, database_url_from_env};

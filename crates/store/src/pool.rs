@@ -5,6 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use secrecy::{ExposeSecret, SecretString};
 use tokio_postgres::NoTls;
 
 use crate::StoreError;
@@ -25,8 +26,8 @@ const MIGRATION_LOCK: i64 = 0x696e_7461_6b65; // "intake"
 /// Pool settings.
 #[derive(Clone)]
 pub struct StoreConfig {
-    /// `postgres://user:pass@host:port/db` (may hold a password: never logged).
-    pub url: String,
+    /// `postgres://user:pass@host:port/db` (may hold a password: a secret, never logged).
+    pub url: SecretString,
     /// Maximum connections.
     pub max_connections: usize,
     /// Longest wait to connect or to get a pooled connection.
@@ -52,7 +53,7 @@ pub struct Store {
 impl Store {
     /// Builds the pool (connections are made lazily) after validating the URL.
     pub fn new(config: &StoreConfig) -> Result<Store, StoreError> {
-        let mut pg = tokio_postgres::Config::from_str(&config.url)
+        let mut pg = tokio_postgres::Config::from_str(config.url.expose_secret())
             .map_err(|_| StoreError::Unavailable("invalid database URL".into()))?;
         pg.connect_timeout(config.connect_timeout);
         pg.keepalives_idle(Duration::from_secs(30));
