@@ -8,7 +8,8 @@
 //! - [`auth`]: constant-time credential checks;
 //! - [`http`]: the webhook handler;
 //! - [`listener`]: the TCP listener with a bound on open connections;
-//! - [`run`]: wires it together; `main.rs` only adds tracing and the signal handler.
+//! - [`run`]: wires it together; the `intake` binary (`intake receiver`) only adds tracing and
+//!   the signal handler.
 #![forbid(unsafe_code)]
 
 pub mod auth;
