@@ -17,6 +17,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "healthsherpa_sync",
         include_str!("../migrations/V2__healthsherpa_sync.sql"),
     ),
+    (
+        3,
+        "field_issues",
+        include_str!("../migrations/V3__field_issues.sql"),
+    ),
 ];
 
 /// Arbitrary, fixed advisory-lock key serialising migration runs across processes.

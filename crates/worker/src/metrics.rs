@@ -1,5 +1,6 @@
 //! Metric names the worker records, described once by [`describe`]. Labels are bounded:
-//! `provider`, `event_type` (from the provider specs, or `unknown`), `outcome`.
+//! `provider`, `event_type` (from the provider specs, or `unknown`), `outcome`, `field` (a
+//! declared pointer).
 
 /// Counter: events processed, by `provider`, `event_type` and `outcome` (applied, duplicate,
 /// parked, released, stale, retried, dead_lettered).
@@ -16,6 +17,9 @@ pub const OLDEST_PARKED_SECONDS: &str = "intake_worker_oldest_parked_age_seconds
 pub const DEAD_LETTERS: &str = "intake_worker_dead_letters";
 /// Gauge: deliveries being processed right now.
 pub const IN_FLIGHT: &str = "intake_worker_in_flight";
+/// Counter: optional fields read as absent because their value was unreadable, by `provider` and
+/// `field` (the declared pointer, `*` for any index, so the label stays bounded).
+pub const FIELD_ISSUES_TOTAL: &str = "intake_worker_field_issues_total";
 
 /// Registers descriptions for the metrics above (and the broker's) with the installed recorder.
 pub fn describe() {
@@ -42,10 +46,22 @@ pub fn describe() {
     );
     metrics::describe_gauge!(DEAD_LETTERS, "Rows in the dead-letter table");
     metrics::describe_gauge!(IN_FLIGHT, "Deliveries being processed");
+    metrics::describe_counter!(
+        FIELD_ISSUES_TOTAL,
+        "Optional fields stored as absent because their value could not be read, by declared pointer"
+    );
 }
 
 /// Counts one event outcome.
 pub(crate) fn outcome(provider: &'static str, event_type: &str, outcome: &'static str) {
     metrics::counter!(EVENTS_TOTAL, "provider" => provider, "event_type" => event_type.to_owned(), "outcome" => outcome)
         .increment(1);
+}
+
+/// Counts the field issues of one event (once, when its inbox row is written).
+pub(crate) fn field_issues(provider: &'static str, event: &intake_providers::DecodedEvent) {
+    for issue in &event.field_issues {
+        metrics::counter!(FIELD_ISSUES_TOTAL, "provider" => provider, "field" => issue.pointer.clone())
+            .increment(1);
+    }
 }
