@@ -96,7 +96,7 @@ ON CONFLICT (envelope_id, (COALESCE(dedupe_key, '')), reason, attempts) DO UPDAT
 /// status history are kept: they are the data, not bookkeeping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retained {
-    /// `raw_events` by receipt time.
+    /// `raw_events` by receipt time. Raw events of events still parked are kept.
     RawEvents,
     /// `inbox` rows by receipt time: past the dedupe window a re-delivery is no longer
     /// recognised. Rows of events still parked are kept.
@@ -133,9 +133,11 @@ impl Retained {
     fn delete_batch(self) -> &'static str {
         match self {
             Retained::RawEvents => {
+                // A parked event past its limit is dead-lettered with its body read back from here.
                 "DELETE FROM raw_events WHERE envelope_id IN (
-                     SELECT envelope_id FROM raw_events
+                     SELECT envelope_id FROM raw_events r
                      WHERE received_at < now() - make_interval(secs => $1)
+                       AND NOT EXISTS (SELECT 1 FROM parked_events p WHERE p.envelope_id = r.envelope_id)
                      ORDER BY received_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
             }
             Retained::Inbox => {
