@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use intake_broker::{Consumer, ConsumerConfig, Publisher, PublisherConfig};
 use intake_healthsherpa::{HealthSherpaClient, HealthSherpaError};
-use intake_store::{Store, StoreConfig, StoreError};
+use intake_store::{Store, StoreError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -98,11 +98,7 @@ pub async fn run_with(
         }
     });
 
-    let store = Store::new(&StoreConfig {
-        url: config.database_url.clone(),
-        max_connections: config.db_pool_size,
-        connect_timeout: Duration::from_millis(config.db_timeout_ms),
-    })?;
+    let store = Store::new(&config.store_config())?;
     migrate_when_reachable(&store, &stop).await?;
 
     let publisher = Publisher::start(PublisherConfig {

@@ -13,8 +13,10 @@ pub const END_TO_END_SECONDS: &str = "intake_worker_end_to_end_seconds";
 pub const PARKED: &str = "intake_worker_parked_events";
 /// Gauge: age of the oldest parked event.
 pub const OLDEST_PARKED_SECONDS: &str = "intake_worker_oldest_parked_age_seconds";
-/// Gauge: rows in the dead-letter table.
+/// Gauge: dead letters that still need an operator (neither replayed nor purged).
 pub const DEAD_LETTERS: &str = "intake_worker_dead_letters";
+/// Counter: rows deleted by retention, by `table`.
+pub const RETENTION_DELETED_TOTAL: &str = "intake_worker_retention_deleted_total";
 /// Gauge: deliveries being processed right now.
 pub const IN_FLIGHT: &str = "intake_worker_in_flight";
 /// Counter: optional fields read as absent because their value was unreadable, by `provider` and
@@ -44,7 +46,11 @@ pub fn describe() {
         metrics::Unit::Seconds,
         "Age of the oldest parked event"
     );
-    metrics::describe_gauge!(DEAD_LETTERS, "Rows in the dead-letter table");
+    metrics::describe_gauge!(
+        DEAD_LETTERS,
+        "Dead letters that still need an operator (neither replayed nor purged)"
+    );
+    metrics::describe_counter!(RETENTION_DELETED_TOTAL, "Rows deleted by retention, by table");
     metrics::describe_gauge!(IN_FLIGHT, "Deliveries being processed");
     metrics::describe_counter!(
         FIELD_ISSUES_TOTAL,
