@@ -17,6 +17,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "healthsherpa_sync",
         include_str!("../migrations/V2__healthsherpa_sync.sql"),
     ),
+    (
+        4,
+        "ordering_semantics",
+        include_str!("../migrations/V4__ordering_semantics.sql"),
+    ),
 ];
 
 /// Arbitrary, fixed advisory-lock key serialising migration runs across processes.
