@@ -3,8 +3,9 @@
 //! - [`pool`]: the pool (every session bounded by `statement_timeout` and `lock_timeout`) and
 //!   the embedded migrations, run by refinery at start under an advisory lock;
 //! - [`apply`]: the one transaction per event — inbox row (a unique-key conflict, SQLSTATE 23505,
-//!   means duplicate), entity lock, ordering rule (park / apply / stale), effect, release of
-//!   parked successors, outbox rows for changed contacts;
+//!   means duplicate), entity lock, ordering rule (park / apply / stale / duplicate of the current
+//!   state), effect, release of parked successors (an unreadable one is dead-lettered alone),
+//!   outbox rows for changed contacts;
 //! - `effects`: what each provider's events change in the domain tables;
 //! - [`maintenance`]: dead letters, the parked-event sweeper (`FOR UPDATE SKIP LOCKED`),
 //!   retention of every growing table in batches, and the numbers behind the gauges.
@@ -19,7 +20,9 @@ pub mod maintenance;
 pub mod pool;
 pub mod sync;
 
-pub use apply::{ApplyOptions, ApplyReport, Outcome, Released};
+pub use apply::{
+    ApplyOptions, ApplyReport, Outcome, PARKED_EVENT_FORMAT, PARKED_FORMAT, ParkedDeadLetter, Released,
+};
 pub use error::StoreError;
 pub use maintenance::{DeadLetter, DeadLetterSink, ExpiredParked, ORDERING_TIMEOUT, ParkedStats, Retained};
 pub use pool::{SessionBounds, Store, StoreConfig};
