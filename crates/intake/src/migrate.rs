@@ -17,11 +17,11 @@ use crate::cli::MigrateArgs;
 pub async fn run(args: &MigrateArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let topology = args.broker.topology()?;
     let deadline = Instant::now() + Duration::from_secs(args.wait_secs);
-    let store = Store::new(&StoreConfig {
-        url: args.database_url.clone(),
-        max_connections: 1,
-        connect_timeout: Duration::from_millis(args.db_timeout_ms),
-    })
+    let store = Store::new(&StoreConfig::new(
+        args.database_url.clone(),
+        1,
+        Duration::from_millis(args.db_timeout_ms),
+    ))
     .context("INTAKE_DATABASE_URL")?;
     until_reachable(
         "postgres",

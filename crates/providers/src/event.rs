@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{healthsherpa, spark, spark360, sparkloop};
+use crate::{FieldIssue, healthsherpa, spark, spark360, sparkloop};
 
 /// What kind of thing an event is about; with the id, the unit of locking and ordering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -18,9 +18,7 @@ pub enum EntityKind {
     Lead,
     /// A Spark360 widget.
     Widget,
-    /// A HealthSherpa policy.
-    Policy,
-    /// A HealthSherpa application without a policy (keyed by application or external id).
+    /// A HealthSherpa application (keyed by application or external id), with its policies.
     Application,
     /// A Standard Webhooks message (keyed by its `webhook-id`).
     Message,
@@ -34,7 +32,6 @@ impl EntityKind {
             EntityKind::Subscriber => "subscriber",
             EntityKind::Lead => "lead",
             EntityKind::Widget => "widget",
-            EntityKind::Policy => "policy",
             EntityKind::Application => "application",
             EntityKind::Message => "message",
         }
@@ -64,8 +61,10 @@ pub enum Ordering {
         /// Longest wait in seconds.
         limit_secs: u64,
     },
-    /// Apply only if `occurred_at` is newer than every event applied to the entity so far;
-    /// otherwise keep it as history only (`stale`).
+    /// Apply only if `(occurred_at, envelope id)` is newer than every event seen for the entity
+    /// so far; otherwise keep it as history only (`stale`). A raw body byte-equal to the one that
+    /// set the entity's current state is a `duplicate`: no effect, but it still counts as the
+    /// newest receipt.
     NewestWins,
     /// Once `superseded_by` has been applied the event may only fill gaps, never overwrite
     /// (outcome `stale`).
@@ -90,6 +89,10 @@ pub struct DecodedEvent {
     pub ordering: Ordering,
     /// What applying it changes.
     pub effect: Effect,
+    /// Optional fields that held an unreadable value (read as absent). Defaults to none, so
+    /// events parked before this field existed still read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub field_issues: Vec<FieldIssue>,
 }
 
 /// The typed data of an event, per provider. `Debug` names only the variant: the data holds

@@ -28,12 +28,12 @@ use std::time::Duration;
 
 use intake_broker::{Consumer, ConsumerConfig, Publisher, PublisherConfig};
 use intake_healthsherpa::{HealthSherpaClient, HealthSherpaError};
-use intake_store::{Store, StoreConfig, StoreError};
+use intake_store::{Store, StoreError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{ConfigError, SyncConfig};
-pub use worker::AfterCreateHook;
+pub use worker::{AfterCreateHook, AfterMessageHook};
 
 /// Why the sync process could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -57,12 +57,15 @@ pub enum SyncError {
 pub struct Hooks {
     /// Called after HealthSherpa answered a create, before its id is stored.
     pub after_create: Option<AfterCreateHook>,
+    /// Called once a message was handled successfully, before its ack.
+    pub after_message: Option<AfterMessageHook>,
 }
 
 impl std::fmt::Debug for Hooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hooks")
             .field("after_create", &self.after_create.is_some())
+            .field("after_message", &self.after_message.is_some())
             .finish()
     }
 }
@@ -95,11 +98,7 @@ pub async fn run_with(
         }
     });
 
-    let store = Store::new(&StoreConfig {
-        url: config.database_url.clone(),
-        max_connections: config.db_pool_size,
-        connect_timeout: Duration::from_millis(config.db_timeout_ms),
-    })?;
+    let store = Store::new(&config.store_config())?;
     migrate_when_reachable(&store, &stop).await?;
 
     let publisher = Publisher::start(PublisherConfig {
@@ -152,6 +151,7 @@ pub async fn run_with(
         topology: valid.topology.clone(),
         client,
         after_create: hooks.after_create,
+        after_message: hooks.after_message,
     });
     tracing::info!(?config, "sync starting");
     let consuming = consumer.run(

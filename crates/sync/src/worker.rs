@@ -4,6 +4,8 @@
 //! when an earlier attempt may have created it, then create — and store the id and quote URL. Transient failures go to the broker's delay tiers
 //! (`Retry-After` honoured), permanent ones to the dead-letter queue; then the delivery is acked.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,8 +20,14 @@ use crate::message::SyncMessage;
 use crate::{mapping, metrics as m};
 
 /// Test hook: called with the contact id right after HealthSherpa answered a create, before the
-/// id is stored (a panic here simulates a crash at the worst moment).
-pub type AfterCreateHook = Arc<dyn Fn(&str) + Send + Sync>;
+/// id is stored; the handler awaits the returned future, so a future that never completes
+/// freezes the instance at the worst moment (a test then drops the whole instance: a crash).
+pub type AfterCreateHook = Arc<dyn Fn(&str) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// Test hook: called with the contact id and the outcome label (`created`, `updated`,
+/// `coalesced`, …) once a message was handled successfully, before its ack — per instance, so
+/// a test can tell which of several in-process instances handled a message.
+pub type AfterMessageHook = Arc<dyn Fn(&str, &'static str) + Send + Sync>;
 
 /// What every handler shares.
 pub(crate) struct Context {
@@ -28,6 +36,7 @@ pub(crate) struct Context {
     pub topology: Topology,
     pub client: HealthSherpaClient,
     pub after_create: Option<AfterCreateHook>,
+    pub after_message: Option<AfterMessageHook>,
 }
 
 /// How a message ended when it did not fail.
@@ -71,8 +80,9 @@ impl Failure {
 pub(crate) async fn handle(ctx: &Context, delivery: Delivery) -> Disposition {
     let started = Instant::now();
     let previous = codec::attempt(&delivery.properties);
-    let result = match serde_json::from_slice::<SyncMessage>(&delivery.body) {
-        Ok(message) => sync(ctx, &message, previous > 0 || delivery.redelivered).await,
+    let message = serde_json::from_slice::<SyncMessage>(&delivery.body);
+    let result = match &message {
+        Ok(message) => sync(ctx, message, previous > 0 || delivery.redelivered).await,
         Err(_) => Err(Failure::Malformed),
     };
     let disposition = match result {
@@ -85,6 +95,9 @@ pub(crate) async fn handle(ctx: &Context, delivery: Delivery) -> Disposition {
                 Synced::NoContact => "no_contact",
             };
             metrics::counter!(m::MESSAGES_TOTAL, "outcome" => outcome).increment(1);
+            if let (Some(hook), Ok(message)) = (&ctx.after_message, &message) {
+                hook(message.contact_id(), outcome);
+            }
             Disposition::Ack
         }
         Err(failure) if failure.is_retryable() => retry_or_give_up(ctx, &delivery, &failure, previous).await,
@@ -160,7 +173,7 @@ async fn sync_locked(
     lock.mark_create_started().await?;
     let synced = ctx.client.create(&wanted).await?;
     if let Some(hook) = &ctx.after_create {
-        hook(message.contact_id());
+        hook(message.contact_id()).await;
     }
     lock.record_synced(&synced.id, Some(&synced.redirect_url), contact.seq)
         .await?;

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use intake_broker::{Consumer, ConsumerConfig, Publisher, PublisherConfig};
-use intake_store::{ApplyOptions, Store, StoreConfig, StoreError};
+use intake_store::{ApplyOptions, Store, StoreError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -85,11 +85,7 @@ pub async fn run_with(
         }
     });
 
-    let store = Store::new(&StoreConfig {
-        url: config.database_url.clone(),
-        max_connections: config.db_pool_size,
-        connect_timeout: config.db_timeout(),
-    })?;
+    let store = Store::new(&config.store_config())?;
     migrate_when_reachable(&store, &stop).await?;
 
     let publisher = Publisher::start(PublisherConfig {
@@ -134,7 +130,12 @@ pub async fn run_with(
         publisher: publisher.clone(),
         topology: valid.topology.clone(),
         interval: Duration::from_millis(config.sweep_interval_ms),
-        retention: Duration::from_secs(config.raw_retention_days * 86_400),
+        retention: sweeper::Retention {
+            raw_events: days(config.raw_retention_days),
+            inbox: days(config.dedupe_window_days),
+            published_outbox: days(config.outbox_retention_days),
+            resolved_dead_letters: days(config.dead_letter_retention_days),
+        },
     };
     let sweeper = tokio::spawn(sweeper.run(stop.clone()));
 
@@ -181,6 +182,10 @@ pub async fn run_with(
     }
     tracing::info!("worker stopped");
     Ok(())
+}
+
+fn days(n: u64) -> Duration {
+    Duration::from_secs(n.saturating_mul(86_400))
 }
 
 /// Migrates, waiting for the database to come up (a worker may start before Postgres).

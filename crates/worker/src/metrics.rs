@@ -1,5 +1,6 @@
 //! Metric names the worker records, described once by [`describe`]. Labels are bounded:
-//! `provider`, `event_type` (from the provider specs, or `unknown`), `outcome`.
+//! `provider`, `event_type` (from the provider specs, or `unknown`), `outcome`, `field` (a
+//! declared pointer).
 
 /// Counter: events processed, by `provider`, `event_type` and `outcome` (applied, duplicate,
 /// parked, released, stale, retried, dead_lettered).
@@ -12,10 +13,15 @@ pub const END_TO_END_SECONDS: &str = "intake_worker_end_to_end_seconds";
 pub const PARKED: &str = "intake_worker_parked_events";
 /// Gauge: age of the oldest parked event.
 pub const OLDEST_PARKED_SECONDS: &str = "intake_worker_oldest_parked_age_seconds";
-/// Gauge: rows in the dead-letter table.
+/// Gauge: dead letters that still need an operator (neither replayed nor purged).
 pub const DEAD_LETTERS: &str = "intake_worker_dead_letters";
+/// Counter: rows deleted by retention, by `table`.
+pub const RETENTION_DELETED_TOTAL: &str = "intake_worker_retention_deleted_total";
 /// Gauge: deliveries being processed right now.
 pub const IN_FLIGHT: &str = "intake_worker_in_flight";
+/// Counter: optional fields read as absent because their value was unreadable, by `provider` and
+/// `field` (the declared pointer, `*` for any index, so the label stays bounded).
+pub const FIELD_ISSUES_TOTAL: &str = "intake_worker_field_issues_total";
 
 /// Registers descriptions for the metrics above (and the broker's) with the installed recorder.
 pub fn describe() {
@@ -40,12 +46,28 @@ pub fn describe() {
         metrics::Unit::Seconds,
         "Age of the oldest parked event"
     );
-    metrics::describe_gauge!(DEAD_LETTERS, "Rows in the dead-letter table");
+    metrics::describe_gauge!(
+        DEAD_LETTERS,
+        "Dead letters that still need an operator (neither replayed nor purged)"
+    );
+    metrics::describe_counter!(RETENTION_DELETED_TOTAL, "Rows deleted by retention, by table");
     metrics::describe_gauge!(IN_FLIGHT, "Deliveries being processed");
+    metrics::describe_counter!(
+        FIELD_ISSUES_TOTAL,
+        "Optional fields stored as absent because their value could not be read, by declared pointer"
+    );
 }
 
 /// Counts one event outcome.
 pub(crate) fn outcome(provider: &'static str, event_type: &str, outcome: &'static str) {
     metrics::counter!(EVENTS_TOTAL, "provider" => provider, "event_type" => event_type.to_owned(), "outcome" => outcome)
         .increment(1);
+}
+
+/// Counts the field issues of one event (once, when its inbox row is written).
+pub(crate) fn field_issues(provider: &'static str, event: &intake_providers::DecodedEvent) {
+    for issue in &event.field_issues {
+        metrics::counter!(FIELD_ISSUES_TOTAL, "provider" => provider, "field" => issue.pointer.clone())
+            .increment(1);
+    }
 }

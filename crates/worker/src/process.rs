@@ -101,6 +101,11 @@ async fn process(ctx: &Context, delivery: &Delivery) -> Disposition {
         match applied {
             Ok(report) => {
                 m::outcome(provider, &event.event_type, report.outcome.as_str());
+                if report.outcome != intake_store::Outcome::Duplicate {
+                    // Counted with the inbox row that notes them, so a retry or a
+                    // redelivery does not count them twice.
+                    m::field_issues(provider, event);
+                }
                 let now = Utc::now();
                 if report.outcome == intake_store::Outcome::Applied {
                     let e2e = (now - envelope.received_at).to_std().unwrap_or_default();
@@ -112,6 +117,15 @@ async fn process(ctx: &Context, delivery: &Delivery) -> Disposition {
                     let e2e = (now - released.received_at).to_std().unwrap_or_default();
                     metrics::histogram!(m::END_TO_END_SECONDS, "provider" => provider, "event_type" => released.event_type)
                         .record(e2e.as_secs_f64());
+                }
+                // Parked events of this entity whose stored form this build cannot read: they
+                // are in `dead_letters` (reason parked_format); this event was applied regardless.
+                for dead in report.parked_dead_letters {
+                    tracing::warn!(
+                        provider, envelope_id = %dead.envelope_id, event_type = %dead.event_type,
+                        reason = intake_store::PARKED_FORMAT, "parked event unreadable; dead-lettered"
+                    );
+                    m::outcome(provider, &dead.event_type, "dead_lettered");
                 }
                 if let Some(hook) = &ctx.after_commit {
                     hook(&envelope);
