@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod amqp;
+pub mod compose;
 pub mod pg;
 mod proxy;
 pub mod receiver;
