@@ -53,7 +53,8 @@ impl Compose {
     /// Loads `path`, interpolating with `vars` (a missing `${VAR:?…}` is an error, as in Compose).
     pub fn load(path: &Path, vars: &BTreeMap<String, String>) -> anyhow::Result<Compose> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut docs = YamlLoader::load_from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let mut docs =
+            YamlLoader::load_from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         if docs.len() != 1 {
             bail!("{}: expected one YAML document", path.display());
         }
@@ -95,10 +96,7 @@ impl Compose {
             Yaml::BadValue => {}
             other => bail!("service {name}: environment must be a map, not {other:?}"),
         }
-        Ok(Service {
-            command,
-            environment,
-        })
+        Ok(Service { command, environment })
     }
 }
 
@@ -147,7 +145,11 @@ fn resolve_merges(y: Yaml) -> Yaml {
 fn interpolate(y: Yaml, vars: &BTreeMap<String, String>) -> anyhow::Result<Yaml> {
     Ok(match y {
         Yaml::String(s) => Yaml::String(interpolate_str(&s, vars)?),
-        Yaml::Array(a) => Yaml::Array(a.into_iter().map(|v| interpolate(v, vars)).collect::<Result<_, _>>()?),
+        Yaml::Array(a) => Yaml::Array(
+            a.into_iter()
+                .map(|v| interpolate(v, vars))
+                .collect::<Result<_, _>>()?,
+        ),
         Yaml::Hash(h) => {
             let mut out = Hash::new();
             for (k, v) in h {
@@ -197,7 +199,13 @@ fn expand(expr: &str, vars: &BTreeMap<String, String>) -> anyhow::Result<String>
     let set_nonempty = value.is_some_and(|v| !v.is_empty());
     Ok(match op {
         "" => value.cloned().unwrap_or_default(),
-        _ if op.starts_with(":-") => if set_nonempty { value.cloned().unwrap_or_default() } else { op[2..].to_owned() },
+        _ if op.starts_with(":-") => {
+            if set_nonempty {
+                value.cloned().unwrap_or_default()
+            } else {
+                op[2..].to_owned()
+            }
+        }
         _ if op.starts_with('-') => value.cloned().unwrap_or_else(|| op[1..].to_owned()),
         _ if op.starts_with(":?") => {
             if !set_nonempty {

@@ -39,7 +39,8 @@ fn yaml(rel: &str) -> Yaml {
 fn compose() -> Compose {
     let root = workspace_root();
     let vars = read_env_file(&root.join(".env.example")).expect(".env.example");
-    Compose::load(&root.join("docker-compose.yml"), &vars).expect("docker-compose.yml interpolates with .env.example")
+    Compose::load(&root.join("docker-compose.yml"), &vars)
+        .expect("docker-compose.yml interpolates with .env.example")
 }
 
 fn dashboard() -> serde_json::Value {
@@ -74,7 +75,12 @@ fn alert_rules() -> Vec<(String, String, BTreeMap<String, String>)> {
                 .as_hash()
                 .map(|h| {
                     h.iter()
-                        .map(|(k, v)| (k.as_str().unwrap().to_owned(), v.as_str().unwrap_or("").to_owned()))
+                        .map(|(k, v)| {
+                            (
+                                k.as_str().unwrap().to_owned(),
+                                v.as_str().unwrap_or("").to_owned(),
+                            )
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -94,7 +100,11 @@ fn exported_metrics() -> BTreeSet<String> {
             } else if path.extension().is_some_and(|e| e == "rs") {
                 let text = std::fs::read_to_string(&path).unwrap();
                 for piece in text.split('"').skip(1).step_by(2) {
-                    if piece.starts_with("intake_") && piece.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+                    if piece.starts_with("intake_")
+                        && piece
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                    {
                         names.insert(piece.to_owned());
                     }
                 }
@@ -132,7 +142,8 @@ fn dashboard_panels_all_query_through_the_datasource_variable_with_rate_interval
     let dash = dashboard();
     let vars = dash["templating"]["list"].as_array().expect("templating");
     assert!(
-        vars.iter().any(|v| v["name"] == "datasource" && v["type"] == "datasource" && v["query"] == "prometheus"),
+        vars.iter()
+            .any(|v| v["name"] == "datasource" && v["type"] == "datasource" && v["query"] == "prometheus"),
         "the dashboard needs a Prometheus datasource variable named `datasource`"
     );
     let mut panels = 0;
@@ -142,13 +153,19 @@ fn dashboard_panels_all_query_through_the_datasource_variable_with_rate_interval
         }
         panels += 1;
         let title = panel["title"].as_str().unwrap_or("?");
-        assert_eq!(panel["datasource"]["uid"], "${datasource}", "panel {title:?}: datasource must be the variable");
+        assert_eq!(
+            panel["datasource"]["uid"], "${datasource}",
+            "panel {title:?}: datasource must be the variable"
+        );
         let targets = panel["targets"].as_array().filter(|t| !t.is_empty());
         let targets = targets.unwrap_or_else(|| panic!("panel {title:?} has no query"));
         for target in targets {
             let expr = target["expr"].as_str().unwrap_or("");
             assert!(!expr.trim().is_empty(), "panel {title:?}: empty query");
-            assert_eq!(target["datasource"]["uid"], "${datasource}", "panel {title:?}: target datasource must be the variable");
+            assert_eq!(
+                target["datasource"]["uid"], "${datasource}",
+                "panel {title:?}: target datasource must be the variable"
+            );
             for func in ["rate(", "increase(", "irate("] {
                 let mut rest = expr;
                 while let Some(i) = rest.find(func) {
@@ -163,28 +180,35 @@ fn dashboard_panels_all_query_through_the_datasource_variable_with_rate_interval
             }
         }
     }
-    assert!(panels >= 20, "expected every panel the issue lists, found {panels}");
+    assert!(
+        panels >= 20,
+        "expected every panel the issue lists, found {panels}"
+    );
 }
 
 #[test]
 fn dashboard_has_every_panel_the_operators_need() {
     let queries = dashboard_queries();
-    let all = queries.iter().map(|(_, e)| e.as_str()).collect::<Vec<_>>().join("\n");
+    let all = queries
+        .iter()
+        .map(|(_, e)| e.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
     for needed in [
-        "intake_receiver_requests_total",       // ingress by provider and status
+        "intake_receiver_requests_total",         // ingress by provider and status
         "intake_receiver_enqueue_seconds_bucket", // enqueue latency
-        "intake_worker_events_total",           // events by outcome
+        "intake_worker_events_total",             // events by outcome
         "intake_worker_end_to_end_seconds_bucket",
-        "rabbitmq_detailed_queue_messages",     // queue depth
-        "rabbitmq_detailed_queue_consumers",    // consumers per queue
+        "rabbitmq_detailed_queue_messages",  // queue depth
+        "rabbitmq_detailed_queue_consumers", // consumers per queue
         "intake_worker_parked_events",
         "intake_worker_oldest_parked_age_seconds",
-        "intake_sync_dead_letters_total",       // dead letters by reason
+        "intake_sync_dead_letters_total", // dead letters by reason
         "intake_worker_dead_letters",
         "intake_outbox_backlog",
-        "intake_sync_messages_total",           // sync outcomes
-        "intake_sync_request_seconds_bucket",   // sync latency
-        "up{job=\"intake-worker\"}",            // live workers
+        "intake_sync_messages_total",         // sync outcomes
+        "intake_sync_request_seconds_bucket", // sync latency
+        "up{job=\"intake-worker\"}",          // live workers
     ] {
         assert!(all.contains(needed), "no dashboard panel queries {needed}");
     }
@@ -196,12 +220,19 @@ fn dashboard_has_every_panel_the_operators_need() {
 #[test]
 fn every_intake_metric_the_dashboard_and_alerts_use_is_exported_by_the_code() {
     let exported = exported_metrics();
-    assert!(exported.contains("intake_receiver_requests_total"), "metric scan found nothing: {exported:?}");
+    assert!(
+        exported.contains("intake_receiver_requests_total"),
+        "metric scan found nothing: {exported:?}"
+    );
     let mut uses: Vec<(String, String)> = dashboard_queries()
         .into_iter()
         .map(|(title, expr)| (format!("panel {title:?}"), expr))
         .collect();
-    uses.extend(alert_rules().into_iter().map(|(name, expr, _)| (format!("alert {name}"), expr)));
+    uses.extend(
+        alert_rules()
+            .into_iter()
+            .map(|(name, expr, _)| (format!("alert {name}"), expr)),
+    );
     let mut missing = Vec::new();
     for (user, expr) in &uses {
         for metric in intake_metrics_in(expr) {
@@ -214,7 +245,11 @@ fn every_intake_metric_the_dashboard_and_alerts_use_is_exported_by_the_code() {
             }
         }
     }
-    assert!(missing.is_empty(), "metrics no crate exports:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "metrics no crate exports:\n{}",
+        missing.join("\n")
+    );
 }
 
 #[test]
@@ -238,7 +273,12 @@ fn every_alert_has_a_runbook_entry_and_promtool_cases_that_fire_and_stay_quiet()
                             .as_hash()
                             .expect("exp_labels")
                             .iter()
-                            .map(|(k, v)| (k.as_str().unwrap().to_owned(), v.as_str().unwrap_or("").to_owned()))
+                            .map(|(k, v)| {
+                                (
+                                    k.as_str().unwrap().to_owned(),
+                                    v.as_str().unwrap_or("").to_owned(),
+                                )
+                            })
                             .collect();
                         entry.0.push(labels);
                     }
@@ -248,14 +288,25 @@ fn every_alert_has_a_runbook_entry_and_promtool_cases_that_fire_and_stay_quiet()
         }
     }
     let rules = alert_rules();
-    assert!(rules.len() >= 15, "expected the alerts the issue lists, found {}", rules.len());
+    assert!(
+        rules.len() >= 15,
+        "expected the alerts the issue lists, found {}",
+        rules.len()
+    );
     for (name, _, labels) in &rules {
-        assert!(runbook.contains(&format!("#### {name}")), "README's alert runbook has no '#### {name}' entry");
-        let (fired, quiet) = cases.get(name).unwrap_or_else(|| panic!("alerts_test.yml never evaluates {name}"));
+        assert!(
+            runbook.contains(&format!("#### {name}")),
+            "README's alert runbook has no '#### {name}' entry"
+        );
+        let (fired, quiet) = cases
+            .get(name)
+            .unwrap_or_else(|| panic!("alerts_test.yml never evaluates {name}"));
         assert!(*quiet, "alerts_test.yml has no case where {name} must stay quiet");
         // each variant of an alert (told apart by its static labels) fires in some case
         assert!(
-            fired.iter().any(|got| labels.iter().all(|(k, v)| got.get(k) == Some(v))),
+            fired
+                .iter()
+                .any(|got| labels.iter().all(|(k, v)| got.get(k) == Some(v))),
             "alerts_test.yml has no case where {name} {labels:?} fires"
         );
     }
@@ -266,7 +317,11 @@ fn compose_runs_every_role_after_migrate_with_a_readyz_healthcheck_on_its_port()
     let compose = compose();
     let migrate = compose.service("migrate").unwrap();
     assert_eq!(migrate.command, ["migrate"]);
-    assert_eq!(compose.raw("migrate")["restart"].as_str(), Some("no"), "migrate is one-shot");
+    assert_eq!(
+        compose.raw("migrate")["restart"].as_str(),
+        Some("no"),
+        "migrate is one-shot"
+    );
     for (service, command, port, _) in ROLES {
         let s = compose.service(service).unwrap();
         let raw = compose.raw(service);
@@ -289,7 +344,12 @@ fn compose_runs_every_role_after_migrate_with_a_readyz_healthcheck_on_its_port()
             .collect();
         assert_eq!(
             test,
-            ["CMD", "intake", "healthcheck", &format!("http://127.0.0.1:{port}/readyz")],
+            [
+                "CMD",
+                "intake",
+                "healthcheck",
+                &format!("http://127.0.0.1:{port}/readyz")
+            ],
             "{service}: healthcheck on its own /readyz"
         );
         for key in ["INTAKE_AMQP_URL", "INTAKE_DATABASE_URL", "INTAKE_QUEUE_PREFIX"] {
@@ -297,19 +357,46 @@ fn compose_runs_every_role_after_migrate_with_a_readyz_healthcheck_on_its_port()
         }
     }
     let worker = compose.raw("worker");
-    assert!(worker["container_name"].is_badvalue(), "a scaled worker cannot have a container_name");
-    assert!(worker["ports"].is_badvalue(), "a scaled worker cannot publish a host port");
     assert!(
-        compose.raw("sync")["profiles"].as_vec().is_some_and(|p| !p.is_empty()),
+        worker["container_name"].is_badvalue(),
+        "a scaled worker cannot have a container_name"
+    );
+    assert!(
+        worker["ports"].is_badvalue(),
+        "a scaled worker cannot publish a host port"
+    );
+    assert!(
+        compose.raw("sync")["profiles"]
+            .as_vec()
+            .is_some_and(|p| !p.is_empty()),
         "sync stays off until configured (a compose profile)"
     );
     let names = compose.service_names();
-    for needed in ["rabbitmq", "postgres", "migrate", "receiver", "worker", "sync", "prometheus", "grafana", "postgres-exporter"] {
-        assert!(names.iter().any(|n| n == needed), "compose has no {needed} service");
+    for needed in [
+        "rabbitmq",
+        "postgres",
+        "migrate",
+        "receiver",
+        "worker",
+        "sync",
+        "prometheus",
+        "grafana",
+        "postgres-exporter",
+    ] {
+        assert!(
+            names.iter().any(|n| n == needed),
+            "compose has no {needed} service"
+        );
     }
     for stateful in ["rabbitmq", "postgres"] {
-        assert!(!compose.raw(stateful)["healthcheck"]["test"].is_badvalue(), "{stateful}: healthcheck");
-        assert!(compose.raw(stateful)["volumes"].as_vec().is_some(), "{stateful}: volume");
+        assert!(
+            !compose.raw(stateful)["healthcheck"]["test"].is_badvalue(),
+            "{stateful}: healthcheck"
+        );
+        assert!(
+            compose.raw(stateful)["volumes"].as_vec().is_some(),
+            "{stateful}: volume"
+        );
     }
 }
 
@@ -323,7 +410,11 @@ fn prometheus_scrapes_each_role_by_its_compose_name_and_port() {
             .find(|j| j["job_name"].as_str() == Some(job))
             .unwrap_or_else(|| panic!("no scrape job {job}"));
         let sd = &config["dns_sd_configs"][0];
-        assert_eq!(sd["names"][0].as_str(), Some(*service), "{job}: DNS name must be the compose service");
+        assert_eq!(
+            sd["names"][0].as_str(),
+            Some(*service),
+            "{job}: DNS name must be the compose service"
+        );
         assert_eq!(sd["port"].as_i64(), Some(i64::from(*port)), "{job}: port");
     }
     // every job an alert names is scraped
@@ -338,7 +429,10 @@ fn prometheus_scrapes_each_role_by_its_compose_name_and_port() {
             rest = &tail[end..];
         }
         for job in named {
-            assert!(job_names.contains(job.as_str()), "alert {name} names job {job:?}, which no scrape config has");
+            assert!(
+                job_names.contains(job.as_str()),
+                "alert {name} names job {job:?}, which no scrape config has"
+            );
         }
     }
 }
@@ -347,7 +441,10 @@ fn prometheus_scrapes_each_role_by_its_compose_name_and_port() {
 fn the_receiver_gets_every_secret_its_endpoints_file_names() {
     let compose = compose();
     let receiver = compose.service("receiver").unwrap();
-    let file = receiver.environment.get("INTAKE_ENDPOINTS_FILE").expect("INTAKE_ENDPOINTS_FILE");
+    let file = receiver
+        .environment
+        .get("INTAKE_ENDPOINTS_FILE")
+        .expect("INTAKE_ENDPOINTS_FILE");
     let mounts: Vec<&str> = compose.raw("receiver")["volumes"]
         .as_vec()
         .expect("receiver volumes")
@@ -355,16 +452,26 @@ fn the_receiver_gets_every_secret_its_endpoints_file_names() {
         .filter_map(|v| v.as_str())
         .collect();
     assert!(
-        mounts.iter().any(|m| m.starts_with("./deploy/endpoints.toml:") && m.split(':').nth(1) == Some(file)),
+        mounts
+            .iter()
+            .any(|m| m.starts_with("./deploy/endpoints.toml:") && m.split(':').nth(1) == Some(file)),
         "INTAKE_ENDPOINTS_FILE {file} is not deploy/endpoints.toml mounted: {mounts:?}"
     );
-    let specs = intake_receiver::endpoints::parse(&read("deploy/endpoints.toml")).expect("deploy/endpoints.toml parses");
-    let endpoints = intake_receiver::endpoints::resolve(specs, &|name| receiver.environment.get(name).cloned())
-        .unwrap_or_else(|e| panic!("endpoints do not resolve with the receiver's compose environment: {e}"));
+    let specs = intake_receiver::endpoints::parse(&read("deploy/endpoints.toml"))
+        .expect("deploy/endpoints.toml parses");
+    let endpoints =
+        intake_receiver::endpoints::resolve(specs, &|name| receiver.environment.get(name).cloned())
+            .unwrap_or_else(|e| {
+                panic!("endpoints do not resolve with the receiver's compose environment: {e}")
+            });
     let mut providers: Vec<&str> = endpoints.values().map(|e| e.provider.as_str()).collect();
     providers.sort_unstable();
     providers.dedup();
-    assert_eq!(providers, ["healthsherpa", "spark", "spark360", "sparkloop", "standard"], "one endpoint per provider");
+    assert_eq!(
+        providers,
+        ["healthsherpa", "spark", "spark360", "sparkloop", "standard"],
+        "one endpoint per provider"
+    );
 }
 
 #[test]
@@ -375,7 +482,9 @@ fn env_example_defines_every_variable_the_compose_file_reads() {
     let mut rest = text.as_str();
     while let Some(i) = rest.find("${") {
         let tail = &rest[i + 2..];
-        let len = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+        let len = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
         if !vars.contains_key(&tail[..len]) {
             missing.insert(tail[..len].to_owned());
         }
@@ -388,7 +497,11 @@ fn env_example_defines_every_variable_the_compose_file_reads() {
 fn k8s_docs() -> Vec<(String, Yaml)> {
     let dir = workspace_root().join("deploy/k8s");
     let mut out = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     files.sort();
     for path in files {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
@@ -421,27 +534,46 @@ fn k8s_roles_probe_their_port_use_only_declared_secrets_and_keda_scales_on_every
         let container = &deployment["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(container["args"][0].as_str(), Some(*command));
         let env = container["env"].as_vec().expect("env");
-        let listen = env.iter().find(|e| e["name"].as_str() == Some("INTAKE_LISTEN_ADDR")).expect("INTAKE_LISTEN_ADDR");
+        let listen = env
+            .iter()
+            .find(|e| e["name"].as_str() == Some("INTAKE_LISTEN_ADDR"))
+            .expect("INTAKE_LISTEN_ADDR");
         assert_eq!(listen["value"].as_str(), Some(format!("0.0.0.0:{port}").as_str()));
         let port_name = container["ports"][0]["name"].as_str().unwrap();
-        assert_eq!(container["ports"][0]["containerPort"].as_i64(), Some(i64::from(*port)));
-        for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")] {
+        assert_eq!(
+            container["ports"][0]["containerPort"].as_i64(),
+            Some(i64::from(*port))
+        );
+        for (probe, path) in [
+            ("livenessProbe", "/healthz"),
+            ("readinessProbe", "/readyz"),
+            ("startupProbe", "/healthz"),
+        ] {
             let get = &container[probe]["httpGet"];
             assert_eq!(get["path"].as_str(), Some(path), "{command}: {probe}");
             assert_eq!(get["port"].as_str(), Some(port_name), "{command}: {probe} port");
         }
         for e in env {
             if let Some(key) = e["valueFrom"]["secretKeyRef"]["key"].as_str() {
-                assert!(secret_keys.contains(key), "{command}: secret key {key} is not in secret.example.yaml");
+                assert!(
+                    secret_keys.contains(key),
+                    "{command}: secret key {key} is not in secret.example.yaml"
+                );
             }
         }
         assert!(!config["data"]["INTAKE_QUEUE_PREFIX"].is_badvalue());
     }
     // the receiver gets every secret the endpoints ConfigMap names, and it is the compose file's
-    let endpoints_toml = find("ConfigMap", "intake-endpoints")["data"]["endpoints.toml"].as_str().unwrap();
+    let endpoints_toml = find("ConfigMap", "intake-endpoints")["data"]["endpoints.toml"]
+        .as_str()
+        .unwrap();
     assert_eq!(
-        intake_receiver::endpoints::parse(endpoints_toml).map(|s| format!("{s:?}")).unwrap(),
-        intake_receiver::endpoints::parse(&read("deploy/endpoints.toml")).map(|s| format!("{s:?}")).unwrap(),
+        intake_receiver::endpoints::parse(endpoints_toml)
+            .map(|s| format!("{s:?}"))
+            .unwrap(),
+        intake_receiver::endpoints::parse(&read("deploy/endpoints.toml"))
+            .map(|s| format!("{s:?}"))
+            .unwrap(),
         "the k8s endpoints ConfigMap and deploy/endpoints.toml differ"
     );
     let receiver = &find("Deployment", "intake-receiver")["spec"]["template"]["spec"]["containers"][0];
@@ -449,15 +581,28 @@ fn k8s_roles_probe_their_port_use_only_declared_secrets_and_keda_scales_on_every
         .as_vec()
         .unwrap()
         .iter()
-        .map(|e| (e["name"].as_str().unwrap().to_owned(), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned()))
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_owned(),
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
+            )
+        })
         .collect();
-    intake_receiver::endpoints::resolve(intake_receiver::endpoints::parse(endpoints_toml).unwrap(), &|n| receiver_env.get(n).cloned())
-        .unwrap_or_else(|e| panic!("the receiver Deployment lacks a secret its endpoints name: {e}"));
+    intake_receiver::endpoints::resolve(intake_receiver::endpoints::parse(endpoints_toml).unwrap(), &|n| {
+        receiver_env.get(n).cloned()
+    })
+    .unwrap_or_else(|e| panic!("the receiver Deployment lacks a secret its endpoints name: {e}"));
 
     let prefix = config["data"]["INTAKE_QUEUE_PREFIX"].as_str().unwrap();
     let scaled = find("ScaledObject", "intake-worker");
-    assert_eq!(scaled["spec"]["scaleTargetRef"]["name"].as_str(), Some("intake-worker"));
-    assert!(scaled["spec"]["minReplicaCount"].as_i64() >= Some(1), "the sweeper needs a worker");
+    assert_eq!(
+        scaled["spec"]["scaleTargetRef"]["name"].as_str(),
+        Some("intake-worker")
+    );
+    assert!(
+        scaled["spec"]["minReplicaCount"].as_i64() >= Some(1),
+        "the sweeper needs a worker"
+    );
     let queues: BTreeSet<String> = scaled["spec"]["triggers"]
         .as_vec()
         .unwrap()
@@ -467,8 +612,13 @@ fn k8s_roles_probe_their_port_use_only_declared_secrets_and_keda_scales_on_every
             assert_eq!(t["metadata"]["mode"].as_str(), Some("QueueLength"));
             let auth = t["authenticationRef"]["name"].as_str().unwrap();
             let trigger_auth = find("TriggerAuthentication", auth);
-            let key = trigger_auth["spec"]["secretTargetRef"][0]["key"].as_str().unwrap();
-            assert!(secret_keys.contains(key), "KEDA reads secret key {key}, not in secret.example.yaml");
+            let key = trigger_auth["spec"]["secretTargetRef"][0]["key"]
+                .as_str()
+                .unwrap();
+            assert!(
+                secret_keys.contains(key),
+                "KEDA reads secret key {key}, not in secret.example.yaml"
+            );
             t["metadata"]["queueName"].as_str().unwrap().to_owned()
         })
         .collect();
