@@ -6,6 +6,7 @@
 mod amqp;
 pub mod compose;
 pub mod pg;
+pub mod prometheus;
 mod proxy;
 pub mod receiver;
 
