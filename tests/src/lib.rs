@@ -4,7 +4,9 @@
 #![forbid(unsafe_code)]
 
 mod amqp;
+pub mod compose;
 pub mod pg;
+pub mod prometheus;
 mod proxy;
 pub mod receiver;
 
