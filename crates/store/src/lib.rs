@@ -5,6 +5,7 @@
 //!   means duplicate), entity lock, ordering rule (park / apply / stale), effect, release of
 //!   parked successors, outbox rows for changed contacts;
 //! - `effects`: what each provider's events change in the domain tables;
+//! - [`dead_letters`]: the one dead-letter store (record, list, replay bookkeeping, purge);
 //! - [`maintenance`]: dead letters, the parked-event sweeper (`FOR UPDATE SKIP LOCKED`), raw-event
 //!   retention and the numbers behind the gauges.
 //!
@@ -12,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apply;
+pub mod dead_letters;
 mod effects;
 mod error;
 pub mod maintenance;
@@ -19,6 +21,7 @@ pub mod pool;
 pub mod sync;
 
 pub use apply::{ApplyOptions, ApplyReport, Outcome, Released};
+pub use dead_letters::{DeadLetterFilter, DeadLetterRow, NewDeadLetter};
 pub use error::StoreError;
 pub use maintenance::{DeadLetter, DeadLetterSink, ExpiredParked, ORDERING_TIMEOUT, ParkedStats};
 pub use pool::{Store, StoreConfig};

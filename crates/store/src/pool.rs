@@ -17,6 +17,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "healthsherpa_sync",
         include_str!("../migrations/V2__healthsherpa_sync.sql"),
     ),
+    (
+        6,
+        "dead_letter_store",
+        include_str!("../migrations/V6__dead_letter_store.sql"),
+    ),
 ];
 
 /// Arbitrary, fixed advisory-lock key serialising migration runs across processes.
