@@ -4,8 +4,6 @@
 /// Counter: events processed, by `provider`, `event_type` and `outcome` (applied, duplicate,
 /// parked, released, stale, retried, dead_lettered).
 pub const EVENTS_TOTAL: &str = "intake_worker_events_total";
-/// Histogram: time to process one delivery, by `provider`.
-pub const PROCESSING_SECONDS: &str = "intake_worker_processing_seconds";
 /// Histogram: from receipt by the receiver to the effect committed, by `provider` and `event_type`.
 pub const END_TO_END_SECONDS: &str = "intake_worker_end_to_end_seconds";
 /// Gauge: events parked right now.
@@ -14,20 +12,14 @@ pub const PARKED: &str = "intake_worker_parked_events";
 pub const OLDEST_PARKED_SECONDS: &str = "intake_worker_oldest_parked_age_seconds";
 /// Gauge: rows in the dead-letter table.
 pub const DEAD_LETTERS: &str = "intake_worker_dead_letters";
-/// Gauge: deliveries being processed right now.
-pub const IN_FLIGHT: &str = "intake_worker_in_flight";
 
 /// Registers descriptions for the metrics above (and the broker's) with the installed recorder.
 pub fn describe() {
     intake_broker::metrics::describe();
+    intake_runtime::metrics::describe();
     metrics::describe_counter!(
         EVENTS_TOTAL,
         "Events processed by provider, event type and outcome"
-    );
-    metrics::describe_histogram!(
-        PROCESSING_SECONDS,
-        metrics::Unit::Seconds,
-        "Time to process one delivery"
     );
     metrics::describe_histogram!(
         END_TO_END_SECONDS,
@@ -41,7 +33,6 @@ pub fn describe() {
         "Age of the oldest parked event"
     );
     metrics::describe_gauge!(DEAD_LETTERS, "Rows in the dead-letter table");
-    metrics::describe_gauge!(IN_FLIGHT, "Deliveries being processed");
 }
 
 /// Counts one event outcome.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use intake_broker::{Publisher, Topology, codec, retry};
+use intake_broker::{Publisher, Topology, codec, dead, retry};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -88,6 +88,14 @@ impl DeadLetterSink for Sweeper {
                 &reason,
             );
             let queue = self.topology.provider_queue(expired.envelope.provider);
+            // The sweep writes the row in its own transaction: the recorder need not.
+            let properties = dead::with_context(
+                properties,
+                &queue,
+                Some(&expired.event_type),
+                Some(&expired.dedupe_key),
+                true,
+            );
             let exchange = self.topology.dead_letter_exchange();
             self.publisher
                 .publish(&exchange, &queue, &expired.envelope.body, properties)
