@@ -16,3 +16,6 @@ ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS resolved_at timestamptz;
 ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS resolution text;
 CREATE INDEX IF NOT EXISTS dead_letters_unresolved ON dead_letters (dead_lettered_at) WHERE resolved_at IS NULL;
 CREATE INDEX IF NOT EXISTS dead_letters_envelope ON dead_letters (envelope_id);
+-- When an event's outcome last changed after it was first processed (a parked event released):
+-- `intake trace` shows it.
+ALTER TABLE inbox ADD COLUMN IF NOT EXISTS settled_at timestamptz;

@@ -6,6 +6,7 @@
 //!   parked successors, outbox rows for changed contacts;
 //! - `effects`: what each provider's events change in the domain tables;
 //! - [`dead_letters`]: the one dead-letter store (record, list, replay bookkeeping, purge);
+//! - [`trace`]: one webhook's life read back for `intake trace`, and parked events for operators;
 //! - [`maintenance`]: dead letters, the parked-event sweeper (`FOR UPDATE SKIP LOCKED`), raw-event
 //!   retention and the numbers behind the gauges.
 //!
@@ -19,9 +20,11 @@ mod error;
 pub mod maintenance;
 pub mod pool;
 pub mod sync;
+pub mod trace;
 
 pub use apply::{ApplyOptions, ApplyReport, Outcome, Released};
 pub use dead_letters::{DeadLetterFilter, DeadLetterRow, NewDeadLetter};
 pub use error::StoreError;
 pub use maintenance::{DeadLetter, DeadLetterSink, ExpiredParked, ORDERING_TIMEOUT, ParkedStats};
 pub use pool::{Store, StoreConfig};
+pub use trace::{ParkedRow, TraceStep};
