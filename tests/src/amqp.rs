@@ -1,5 +1,5 @@
 //! RabbitMQ from a test: a run-unique topology with a publisher that declared it, how many
-//! messages a queue holds, and taking them all.
+//! messages and consumers a queue has, and taking its messages.
 
 use intake_broker::lapin::options::{
     BasicAckOptions, BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions,
@@ -42,6 +42,15 @@ impl QueueProbe {
 
     /// Messages ready in `queue` (passive declare; the queue must exist).
     pub async fn count(&self, queue: &str) -> u32 {
+        self.declare_passive(queue).await.message_count()
+    }
+
+    /// Consumers subscribed to `queue` right now (passive declare; the queue must exist).
+    pub async fn consumers(&self, queue: &str) -> u32 {
+        self.declare_passive(queue).await.consumer_count()
+    }
+
+    async fn declare_passive(&self, queue: &str) -> intake_broker::lapin::Queue {
         let options = QueueDeclareOptions {
             passive: true,
             ..QueueDeclareOptions::default()
@@ -50,7 +59,6 @@ impl QueueProbe {
             .queue_declare(queue.into(), options, FieldTable::default())
             .await
             .expect("queue exists")
-            .message_count()
     }
 
     /// Takes (and acks) every ready message of `queue`.

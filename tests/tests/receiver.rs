@@ -573,7 +573,6 @@ async fn ops_endpoints_report_health_readiness_and_metrics() {
     assert!(text.contains("intake_broker_connected"), "connection gauge");
     probe.cleanup(&receiver.topology).await;
     receiver.stop().await.expect("clean stop");
-    let _ = Duration::ZERO;
 }
 
 #[tokio::test]

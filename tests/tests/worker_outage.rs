@@ -224,13 +224,16 @@ async fn an_event_failing_transiently_every_time_is_dead_lettered_after_the_last
 #[tokio::test]
 async fn a_panicking_handler_requeues_its_delivery_and_acks_keep_flowing() {
     let world = World::new("w-panic").await;
-    let fired = Arc::new(AtomicBool::new(false));
+    let panicked = Arc::new(std::sync::Mutex::new(None));
     let hooks = Hooks {
         after_commit: Some({
-            let fired = fired.clone();
+            let panicked = panicked.clone();
             // The first commit's handler panics before its delivery is settled.
-            Arc::new(move |_| {
-                if !fired.swap(true, Ordering::SeqCst) {
+            Arc::new(move |envelope: &intake_core::Envelope| {
+                let mut first = panicked.lock().expect("lock");
+                if first.is_none() {
+                    *first = Some(envelope.id);
+                    drop(first);
                     panic!("simulated handler bug");
                 }
             })
@@ -251,7 +254,19 @@ async fn a_panicking_handler_requeues_its_delivery_and_acks_keep_flowing() {
     world
         .wait_count("SELECT count(*) FROM contacts", 20, DEADLINE)
         .await;
-    assert!(fired.load(Ordering::SeqCst));
+    // The duplicate is the panicked delivery coming back, not some other redelivery.
+    let panicked = panicked.lock().expect("lock").expect("a handler panicked");
+    let duplicated: Vec<uuid::Uuid> = world
+        .db
+        .client()
+        .await
+        .query("SELECT envelope_id FROM inbox WHERE duplicates > 0", &[])
+        .await
+        .expect("inbox")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(duplicated, [panicked]);
     // Every delivery was acked (none held back behind the panicked one): after the worker stops,
     // nothing goes back to the queue.
     worker.stop().await.expect("stop");

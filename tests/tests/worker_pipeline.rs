@@ -1,13 +1,17 @@
 //! Broker → worker → Postgres with real RabbitMQ and Postgres: every documented example lands in
-//! the domain tables with the right values; duplicates across two workers; parking and release;
-//! dead letters for bad payloads and parking timeouts, with the queue flowing on behind them.
+//! the domain tables with the right values; duplicates across two workers, and fifty leads'
+//! events shared by two workers ending as if applied one by one; parking and release; dead
+//! letters for bad payloads and parking timeouts, with the queue flowing on behind them.
 
 mod worker_support;
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use intake_core::Provider;
+use intake_core::{Envelope, Provider};
+use intake_it::pg::fresh_database;
 use intake_providers::fixtures;
+use intake_store::{ApplyOptions, Store, StoreConfig};
 use worker_support::World;
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -207,8 +211,10 @@ async fn every_documented_example_reaches_the_domain_tables() {
 #[tokio::test]
 async fn the_same_webhook_fifty_times_on_two_workers_has_one_effect() {
     let world = World::new("w-dupes").await;
-    let one = world.start_worker(world.worker_config()).await;
-    let two = world.start_worker(world.worker_config()).await;
+    let (one, by_one) = world.start_counting_worker().await;
+    let (two, by_two) = world.start_counting_worker().await;
+    // Both consume before anything is published, so the broker shares the copies between them.
+    world.wait_consumers(Provider::Spark, 2, DEADLINE).await;
     let publishes =
         (0..50).map(|_| world.publish(Provider::Spark, fixtures::SPARK_CONTACT.as_bytes().to_vec()));
     futures_util::future::join_all(publishes).await;
@@ -225,6 +231,13 @@ async fn the_same_webhook_fifty_times_on_two_workers_has_one_effect() {
     assert_eq!(world.count("SELECT count(*) FROM outbox").await, 1);
     one.stop().await.expect("stop");
     two.stop().await.expect("stop");
+    let (by_one, by_two) = (by_one.load(Ordering::SeqCst), by_two.load(Ordering::SeqCst));
+    eprintln!("copies handled: {by_one} + {by_two}");
+    assert_eq!(by_one + by_two, 50, "each copy handled once");
+    assert!(
+        by_one > 0 && by_two > 0,
+        "both workers took copies ({by_one} and {by_two})"
+    );
     assert_eq!(
         world
             .probe
@@ -233,6 +246,135 @@ async fn the_same_webhook_fifty_times_on_two_workers_has_one_effect() {
         0
     );
     world.cleanup().await;
+}
+
+/// The four Spark360 events of a lead, as the 24-orders store test uses them, for lead `n`.
+fn spark360_lead_events(n: usize) -> [String; 4] {
+    [
+        fixtures::SPARK360_ADDRESS_PREVIEW,
+        fixtures::SPARK360_ENRICHED,
+        fixtures::SPARK360_RENTAL_ALERT,
+        fixtures::SPARK360_CONTACT_REQUESTED,
+    ]
+    .map(|body| {
+        body.replace("lead_7f3a9c", &format!("lead_c{n:02}"))
+            .replace("evt_01HX", &format!("evt_c{n:02}_"))
+    })
+}
+
+/// Every lead row but its `updated_at` (the time of the last write, which no two runs share).
+async fn leads(client: &tokio_postgres::Client) -> Vec<(String, String)> {
+    client
+        .query(
+            "SELECT id, (to_jsonb(l) - 'updated_at')::text FROM leads l ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("leads")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[tokio::test]
+async fn fifty_leads_published_at_once_to_two_workers_end_as_if_applied_one_by_one() {
+    const LEADS: usize = 50;
+    // The sequential result: the same bodies applied one by one with `Store::apply`, in the
+    // providers' order, in a database of their own.
+    let reference = fresh_database("w-s360-seq").await;
+    let store = Store::new(&StoreConfig {
+        url: reference.url.clone(),
+        max_connections: 2,
+        connect_timeout: Duration::from_secs(5),
+    })
+    .expect("store");
+    store.migrate().await.expect("migrate");
+    for n in 0..LEADS {
+        for body in spark360_lead_events(n) {
+            let envelope = Envelope::new("ep-test", Provider::Spark360, vec![], body.into());
+            for event in intake_providers::decode(&envelope).expect("decodes") {
+                store
+                    .apply(&envelope, &event, ApplyOptions::default())
+                    .await
+                    .expect("applies");
+            }
+        }
+    }
+    let expected = leads(&reference.client().await).await;
+    assert_eq!(expected.len(), LEADS);
+    let complete = reference
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM leads WHERE status = 'contact_info_provided' AND enrichment IS NOT NULL
+               AND rental_alert IS NOT NULL AND contact_request IS NOT NULL AND address->>'zip' = '07006-1234'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get::<_, i64>(0);
+    assert_eq!(
+        complete, LEADS as i64,
+        "the sequential result is the complete lead"
+    );
+
+    // Concurrently: two workers consuming before anything is published, then all 200 events
+    // published at once, each lead's four in a different order.
+    let world = World::new("w-s360-conc").await;
+    let (one, by_one) = world.start_counting_worker().await;
+    let (two, by_two) = world.start_counting_worker().await;
+    world.wait_consumers(Provider::Spark360, 2, DEADLINE).await;
+    let orders = [
+        [0, 1, 2, 3],
+        [3, 2, 1, 0],
+        [2, 3, 0, 1],
+        [1, 0, 3, 2],
+        [3, 0, 2, 1],
+        [2, 1, 3, 0],
+    ];
+    let bodies: Vec<String> = (0..LEADS)
+        .flat_map(|n| {
+            let events = spark360_lead_events(n);
+            orders[n % orders.len()].map(|i| events[i].clone())
+        })
+        .collect();
+    futures_util::future::join_all(bodies.into_iter().map(|b| world.publish(Provider::Spark360, b))).await;
+    let events = (4 * LEADS) as i64;
+    world
+        .wait_count(
+            "SELECT count(*) FROM inbox WHERE outcome <> 'parked'",
+            events,
+            DEADLINE,
+        )
+        .await;
+    one.stop().await.expect("stop");
+    two.stop().await.expect("stop");
+
+    let client = world.db.client().await;
+    assert_eq!(
+        leads(&client).await,
+        expected,
+        "every lead as the sequential result"
+    );
+    assert_eq!(world.count("SELECT count(*) FROM parked_events").await, 0);
+    assert_eq!(world.count("SELECT count(*) FROM dead_letters").await, 0);
+    let (by_one, by_two) = (by_one.load(Ordering::SeqCst), by_two.load(Ordering::SeqCst));
+    assert_eq!(by_one + by_two, 4 * LEADS, "each event handled once");
+    assert!(
+        by_one > 0 && by_two > 0,
+        "both workers took events ({by_one} and {by_two})"
+    );
+    let released = world
+        .count("SELECT count(*) FROM inbox WHERE outcome = 'released'")
+        .await;
+    // 33 of the 50 leads had an event published before the `lead.enriched` it waits for.
+    assert!(
+        released > 0,
+        "some events arrived before their prerequisite and were parked"
+    );
+    eprintln!("{by_one} + {by_two} events; {released} parked then released");
+    world.cleanup().await;
+    reference.drop_database().await;
 }
 
 #[tokio::test]

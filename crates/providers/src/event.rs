@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{healthsherpa, spark, spark360, sparkloop};
+use crate::{FieldIssue, healthsherpa, spark, spark360, sparkloop};
 
 /// What kind of thing an event is about; with the id, the unit of locking and ordering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -90,6 +90,10 @@ pub struct DecodedEvent {
     pub ordering: Ordering,
     /// What applying it changes.
     pub effect: Effect,
+    /// Optional fields that held an unreadable value (read as absent). Defaults to none, so
+    /// events parked before this field existed still read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub field_issues: Vec<FieldIssue>,
 }
 
 /// The typed data of an event, per provider. `Debug` names only the variant: the data holds

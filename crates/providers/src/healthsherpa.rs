@@ -7,40 +7,86 @@ use chrono::{DateTime, NaiveDate, Utc};
 use intake_core::Provider;
 use serde::{Deserialize, Serialize};
 
-use crate::doc::{Doc, join};
+use crate::doc::Doc;
 use crate::event::redacted_debug;
 use crate::spec::{DedupeRecipe, EventSpec, IdSource, ProviderSpec, RuleSpec, TimeSource, TypeSource};
 use crate::{DecodeError, Effect, EntityKind};
 
+const TRANSACTION_ID: &str = "/transaction_id";
+const EVENT_TIMESTAMP: &str = "/event_timestamp";
+const APPLICATION_ID: &str = "/application_id";
+const EXTERNAL_ID: &str = "/external_id";
+/// The application an event belongs to: its id, else the external id.
+const APPLICATION_KEY: &[&str] = &[APPLICATION_ID, EXTERNAL_ID];
+
 const ENTITY: &[(EntityKind, IdSource)] = &[
     (EntityKind::Policy, IdSource::Field("/policies/0/policy_id")),
-    (EntityKind::Application, IdSource::Field("/application_id")),
-    (EntityKind::Application, IdSource::Field("/external_id")),
+    (EntityKind::Application, IdSource::Field(APPLICATION_ID)),
+    (EntityKind::Application, IdSource::Field(EXTERNAL_ID)),
 ];
 
 /// HealthSherpa, declared.
 pub static SPEC: ProviderSpec = ProviderSpec {
     provider: Provider::HealthSherpa,
     event_type: TypeSource::Field("/event_type"),
-    event_id: Some("/transaction_id"),
+    event_id: Some(TRANSACTION_ID),
     occurred_at: TimeSource::Field {
-        pointer: "/event_timestamp",
+        pointer: EVENT_TIMESTAMP,
         required: true,
     },
-    dedupe: DedupeRecipe::Field("/transaction_id"),
+    dedupe: DedupeRecipe::Field(TRANSACTION_ID),
     events: &[
         EventSpec {
             event_type: "submission",
             entity: ENTITY,
             rule: RuleSpec::NewestWins,
+            requires: &[APPLICATION_KEY],
         },
         EventSpec {
             event_type: "sync",
             entity: ENTITY,
             rule: RuleSpec::NewestWins,
+            requires: &[APPLICATION_KEY],
         },
     ],
+    fields: fields::ALL,
 };
+
+/// Optional fields: read tolerantly ([`crate::field`]). Strict keys are in [`SPEC`]:
+/// `/event_type`, `/transaction_id`, `/event_timestamp`, `/policies/0/policy_id` (the entity when
+/// present) and `/application_id` or `/external_id`. A member or policy without its id is left
+/// out (and noted): its rows are keyed by it.
+mod fields {
+    crate::field::optional_fields! {
+        EVENT_POLICY_STATUS: Text = "/policy_status";
+        POLICY_AOR_NPN: Id = "/policy_aor_npn";
+        SUBMITTER_NPN: Id = "/submitter_npn";
+        NPN_USED_AT_SUBMISSION: Id = "/npn_used_at_submission";
+        MEMBERS: Array = "/members";
+        MEMBER_ID: Id = "/members/*/member_id";
+        MEMBER_FIRST_NAME: Text = "/members/*/first_name";
+        MEMBER_MIDDLE_NAME: Text = "/members/*/middle_name";
+        MEMBER_LAST_NAME: Text = "/members/*/last_name";
+        MEMBER_DATE_OF_BIRTH: Date = "/members/*/date_of_birth";
+        POLICIES: Array = "/policies";
+        POLICY_ID: Id = "/policies/*/policy_id";
+        POLICY_EFFECTIVE_DATE: Date = "/policies/*/effective_date";
+        POLICY_EXPIRATION_DATE: Date = "/policies/*/expiration_date";
+        POLICY_STATUS: Text = "/policies/*/status";
+        POLICY_PLAN_HIOS_ID: Text = "/policies/*/plan_hios_id";
+        POLICY_GROSS_PREMIUM: Number = "/policies/*/gross_premium";
+        POLICY_MEMBERS: Array = "/policies/*/members";
+        POLICY_MEMBER_ID: Id = "/policies/*/members/*/member_id";
+        POLICY_MEMBER_EFFECTIVE_DATE: Date = "/policies/*/members/*/effective_date";
+        POLICY_MEMBER_REMOVED_DATE: Date = "/policies/*/members/*/removed_date";
+        AGENT_OF_RECORD: Object = "/policies/*/agent_of_record";
+        AGENT_NPN: Id = "/policies/*/agent_of_record/npn";
+        AGENT_FIRST_NAME: Text = "/policies/*/agent_of_record/first_name";
+        AGENT_LAST_NAME: Text = "/policies/*/agent_of_record/last_name";
+        AGENT_STATE_LICENSE_NUMBER: Text = "/policies/*/agent_of_record/state_license_number";
+        AGENT_EMAIL: Text = "/policies/*/agent_of_record/email";
+    }
+}
 
 /// One event.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -100,73 +146,67 @@ pub struct PolicyMember {
 
 redacted_debug!(PolicyEvent, Member, Policy, PolicyMember);
 
-fn policy(item: &Doc<'_>) -> Result<Policy, DecodeError> {
-    let mut members = Vec::new();
-    for (i, m) in item.array("/members")?.iter().enumerate() {
-        let base = join(&item.base_path(), &format!("/members/{i}"));
-        let m = Doc::new(m, &base);
-        members.push(PolicyMember {
-            member_id: m.req_id("/member_id")?,
-            effective_date: m.date("/effective_date")?,
-            removed_date: m.date("/removed_date")?,
-        });
-    }
-    Ok(Policy {
-        policy_id: item.req_id("/policy_id")?,
-        effective_date: item.date("/effective_date")?,
-        expiration_date: item.date("/expiration_date")?,
-        status: item.text("/status")?,
-        plan_hios_id: item.text("/plan_hios_id")?,
-        gross_premium: item.number("/gross_premium")?,
+fn policy(p: &Doc<'_>) -> Option<Policy> {
+    use fields::*;
+    let members = p
+        .items(POLICY_MEMBERS)
+        .iter()
+        .filter_map(|m| {
+            Some(PolicyMember {
+                member_id: m.block_key(POLICY_MEMBER_ID)?,
+                effective_date: m.get(POLICY_MEMBER_EFFECTIVE_DATE),
+                removed_date: m.get(POLICY_MEMBER_REMOVED_DATE),
+            })
+        })
+        .collect();
+    let agent = p.block(AGENT_OF_RECORD);
+    let agent_field = |f| agent.as_ref().and_then(|a| a.get(f));
+    Some(Policy {
+        policy_id: p.block_key(POLICY_ID)?,
+        effective_date: p.get(POLICY_EFFECTIVE_DATE),
+        expiration_date: p.get(POLICY_EXPIRATION_DATE),
+        status: p.get(POLICY_STATUS),
+        plan_hios_id: p.get(POLICY_PLAN_HIOS_ID),
+        gross_premium: p.get(POLICY_GROSS_PREMIUM),
         members,
-        agent_npn: item.id("/agent_of_record/npn")?,
-        agent_first_name: item.text("/agent_of_record/first_name")?,
-        agent_last_name: item.text("/agent_of_record/last_name")?,
-        agent_state_license_number: item.text("/agent_of_record/state_license_number")?,
-        agent_email: item.text("/agent_of_record/email")?,
+        agent_npn: agent.as_ref().and_then(|a| a.get(AGENT_NPN)),
+        agent_first_name: agent_field(AGENT_FIRST_NAME),
+        agent_last_name: agent_field(AGENT_LAST_NAME),
+        agent_state_license_number: agent_field(AGENT_STATE_LICENSE_NUMBER),
+        agent_email: agent_field(AGENT_EMAIL),
     })
 }
 
 pub(crate) fn effect(doc: &Doc<'_>, _event: &EventSpec) -> Result<Effect, DecodeError> {
-    let application_id = doc.id("/application_id")?;
-    let external_id = doc.id("/external_id")?;
-    let application_key = application_id
-        .clone()
-        .or_else(|| external_id.clone())
-        .ok_or_else(|| DecodeError::MissingField {
-            pointer: "/application_id or /external_id".to_owned(),
-        })?;
-    let mut members = Vec::new();
-    for (i, m) in doc.array("/members")?.iter().enumerate() {
-        let base = format!("/members/{i}");
-        let m = Doc::new(m, &base);
-        members.push(Member {
-            member_id: m.req_id("/member_id")?,
-            first_name: m.text("/first_name")?,
-            middle_name: m.text("/middle_name")?,
-            last_name: m.text("/last_name")?,
-            date_of_birth: m.date("/date_of_birth")?,
-        });
-    }
-    let mut policies = Vec::new();
-    for (i, p) in doc.array("/policies")?.iter().enumerate() {
-        let base = format!("/policies/{i}");
-        policies.push(policy(&Doc::new(p, &base))?);
-    }
+    use fields::*;
+    let members = doc
+        .items(MEMBERS)
+        .iter()
+        .filter_map(|m| {
+            Some(Member {
+                member_id: m.block_key(MEMBER_ID)?,
+                first_name: m.get(MEMBER_FIRST_NAME),
+                middle_name: m.get(MEMBER_MIDDLE_NAME),
+                last_name: m.get(MEMBER_LAST_NAME),
+                date_of_birth: m.get(MEMBER_DATE_OF_BIRTH),
+            })
+        })
+        .collect();
+    let policies = doc.items(POLICIES).iter().filter_map(policy).collect();
     Ok(Effect::HealthSherpa(Box::new(PolicyEvent {
-        transaction_id: doc.req_id("/transaction_id")?,
-        application_key,
-        application_id,
-        external_id,
-        policy_status: doc.text("/policy_status")?,
+        transaction_id: doc.key(&[TRANSACTION_ID])?,
+        application_key: doc.key(APPLICATION_KEY)?,
+        application_id: doc.key_id(APPLICATION_ID)?,
+        external_id: doc.key_id(EXTERNAL_ID)?,
+        policy_status: doc.get(EVENT_POLICY_STATUS),
         event_timestamp: doc
-            .timestamp("/event_timestamp")?
+            .key_time(EVENT_TIMESTAMP)?
             .ok_or_else(|| DecodeError::MissingField {
-                pointer: "/event_timestamp".to_owned(),
+                pointer: EVENT_TIMESTAMP.to_owned(),
             })?,
-        policy_aor_npn: doc.id("/policy_aor_npn")?,
-        submitter_npn: doc.id("/submitter_npn")?,
-        npn_used_at_submission: doc.id("/npn_used_at_submission")?,
+        policy_aor_npn: doc.get(POLICY_AOR_NPN),
+        submitter_npn: doc.get(SUBMITTER_NPN),
+        npn_used_at_submission: doc.get(NPN_USED_AT_SUBMISSION),
         members,
         policies,
     })))

@@ -3,8 +3,9 @@
 //! Each provider is declared once, as data, in its own module ([`spark`], [`sparkloop`],
 //! [`spark360`], [`healthsherpa`], [`standard`]): a [`ProviderSpec`] saying where the event type,
 //! event id, entity id and event time live (JSON pointers), how the dedupe key is made, and which
-//! event types exist with their ordering rule and park limit. One generic decoder reads any
-//! payload by that declaration; the provider module only maps fields to its typed effect.
+//! event types exist with their ordering rule and park limit — the *strict* keys — and every
+//! optional field it reads with its type, read *tolerantly* ([`field`]). One generic decoder reads
+//! any payload by that declaration; the provider module only maps fields to its typed effect.
 //!
 //! [`decode`] turns an [`Envelope`] into [`DecodedEvent`]s or a permanent [`DecodeError`] whose
 //! message names a path or a type, never a value from the body.
@@ -13,6 +14,7 @@
 mod doc;
 mod error;
 mod event;
+pub mod field;
 pub mod fixtures;
 pub mod healthsherpa;
 pub mod spark;
@@ -23,6 +25,7 @@ pub mod standard;
 
 pub use error::DecodeError;
 pub use event::{DecodedEvent, Effect, EntityKind, EntityRef, Ordering};
+pub use field::{Expected, FieldDecl, FieldIssue};
 pub use spec::{
     DEFAULT_PARK_LIMIT, DedupeRecipe, EventSpec, IdSource, ProviderSpec, RuleSpec, TimeSource, TypeSource,
 };
@@ -52,5 +55,7 @@ pub fn decode(envelope: &Envelope) -> Result<Vec<DecodedEvent>, DecodeError> {
     spec::decode_with(spec(envelope.provider), envelope, effect)
 }
 
+#[cfg(test)]
+mod field_tests;
 #[cfg(test)]
 mod tests;

@@ -10,6 +10,9 @@ use crate::event::redacted_debug;
 use crate::spec::{DedupeRecipe, EventSpec, IdSource, ProviderSpec, RuleSpec, TimeSource, TypeSource};
 use crate::{DecodeError, Effect, EntityKind};
 
+/// The contact id: the entity, and the dedupe key's prefix.
+const CONTACT_ID: &str = "/details/id";
+
 /// The single event type of this provider (payloads carry none).
 pub const CONTACT_SNAPSHOT: &str = "contact.snapshot";
 
@@ -23,9 +26,11 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     dedupe: DedupeRecipe::EntityIdAndBodyHash,
     events: &[EventSpec {
         event_type: CONTACT_SNAPSHOT,
-        entity: &[(EntityKind::Contact, IdSource::Field("/details/id"))],
+        entity: &[(EntityKind::Contact, IdSource::Field(CONTACT_ID))],
         rule: RuleSpec::NewestWins,
+        requires: &[],
     }],
+    fields: fields::ALL,
 };
 
 /// A contact snapshot.
@@ -135,6 +140,66 @@ redacted_debug!(
     ContactPolicy
 );
 
+/// Optional fields: read tolerantly ([`crate::field`]). The strict key is [`SPEC`]'s
+/// `/details/id`.
+mod fields {
+    crate::field::optional_fields! {
+        EXTERNAL_ID: Id = "/details/external_id";
+        FIRST_NAME: Text = "/details/first_name";
+        MIDDLE_NAME: Text = "/details/middle_name";
+        LAST_NAME: Text = "/details/last_name";
+        PREFERRED_NAME: Text = "/details/preferred_name";
+        FULL_NAME: Text = "/details/full_name";
+        FULL_PREFERRED_NAME: Text = "/details/full_preferred_name";
+        HOME_PHONE: Text = "/details/home_phone";
+        MOBILE_PHONE: Text = "/details/mobile_phone";
+        EMAIL: Text = "/details/email";
+        HOME_ADDRESS: Text = "/details/home_address";
+        SHIPPING_ADDRESS: Text = "/details/shipping_address";
+        SEX: Text = "/details/sex";
+        GENDER: Text = "/details/gender";
+        SOA_IS_SIGNED: Bool = "/details/soa_is_signed";
+        SOA_SIGNED_AT: Text = "/details/soa_signed_at";
+        VETERAN_STATUS: Text = "/details/veteran_status";
+        PRIMARY_CONTACT: Text = "/details/primary_contact";
+        PREFERRED_LANGUAGE: Text = "/details/preferred_language";
+        NEEDS_ASSESSMENT_LINK: Text = "/details/needs_assessment_link";
+        POINT_OF_CONTACT: Object = "/details/point_of_contact";
+        POC_FULL_NAME: Text = "/details/point_of_contact/full_name";
+        POC_RELATIONSHIP: Text = "/details/point_of_contact/relationship";
+        POC_HOME_PHONE: Text = "/details/point_of_contact/home_phone";
+        POC_MOBILE_PHONE: Text = "/details/point_of_contact/mobile_phone";
+        POC_EMAIL: Text = "/details/point_of_contact/email";
+        AGENT: Object = "/details/agent";
+        AGENT_FIRST_NAME: Text = "/details/agent/first_name";
+        AGENT_LAST_NAME: Text = "/details/agent/last_name";
+        AGENT_FULL_NAME: Text = "/details/agent/full_name";
+        AGENT_OFFICE_PHONE: Text = "/details/agent/office_phone";
+        AGENT_EMAIL: Text = "/details/agent/email";
+        PHI: Object = "/phi";
+        DOB: Date = "/phi/dob";
+        MBI: Text = "/phi/mbi";
+        HAS_MEDICAID: Bool = "/phi/has_medicaid";
+        HAS_LIS: Bool = "/phi/has_lis";
+        LIS_CERTIFICATION_DATE: Date = "/phi/lis_certification_date";
+        DRUG_SUBSIDY: Text = "/phi/drug_subsidy";
+        HAS_SSI: Bool = "/phi/has_ssi";
+        PART_A_ENROLLMENT_DATE: Date = "/phi/part_a_enrollment_date";
+        PART_B_ENROLLMENT_DATE: Date = "/phi/part_b_enrollment_date";
+        // Categories by name (`active`, `pending`, `plan_exits`), each a map of slots by name.
+        POLICIES: Object = "/phi/policies";
+        POLICY_SLOTS: Object = "/phi/policies/*";
+        POLICY_NAME: Text = "/phi/policies/*/*/name";
+        POLICY_BID_ID: Text = "/phi/policies/*/*/bid_id";
+        POLICY_CARRIER: Text = "/phi/policies/*/*/carrier";
+        POLICY_EFFECTIVE_DATE: Date = "/phi/policies/*/*/effective_date";
+        POLICY_EXPIRATION_DATE: Date = "/phi/policies/*/*/expiration_date";
+        POLICY_SUBMITTED_DATE: Date = "/phi/policies/*/*/submitted_date";
+        POLICY_TYPE: Text = "/phi/policies/*/*/policy_type";
+        POLICY_BEQ_STATUS: Text = "/phi/policies/*/*/beq_status";
+    }
+}
+
 /// Policy categories: (JSON key under `phi.policies`, stored category).
 const CATEGORIES: [(&str, &str); 3] = [
     ("active", "active"),
@@ -143,98 +208,78 @@ const CATEGORIES: [(&str, &str); 3] = [
 ];
 
 pub(crate) fn effect(doc: &Doc<'_>, _event: &EventSpec) -> Result<Effect, DecodeError> {
-    let t = |f: &str| doc.text(&format!("/details/{f}"));
+    use fields::*;
     let details = Details {
-        external_id: doc.id("/details/external_id")?,
-        first_name: t("first_name")?,
-        middle_name: t("middle_name")?,
-        last_name: t("last_name")?,
-        preferred_name: t("preferred_name")?,
-        full_name: t("full_name")?,
-        full_preferred_name: t("full_preferred_name")?,
-        home_phone: t("home_phone")?,
-        mobile_phone: t("mobile_phone")?,
-        email: t("email")?,
-        home_address: t("home_address")?,
-        shipping_address: t("shipping_address")?,
-        sex: t("sex")?,
-        gender: t("gender")?,
-        soa_is_signed: doc.bool("/details/soa_is_signed")?,
-        soa_signed_at: t("soa_signed_at")?,
-        veteran_status: t("veteran_status")?,
-        primary_contact: t("primary_contact")?,
-        preferred_language: t("preferred_language")?,
-        needs_assessment_link: t("needs_assessment_link")?,
+        external_id: doc.get(EXTERNAL_ID),
+        first_name: doc.get(FIRST_NAME),
+        middle_name: doc.get(MIDDLE_NAME),
+        last_name: doc.get(LAST_NAME),
+        preferred_name: doc.get(PREFERRED_NAME),
+        full_name: doc.get(FULL_NAME),
+        full_preferred_name: doc.get(FULL_PREFERRED_NAME),
+        home_phone: doc.get(HOME_PHONE),
+        mobile_phone: doc.get(MOBILE_PHONE),
+        email: doc.get(EMAIL),
+        home_address: doc.get(HOME_ADDRESS),
+        shipping_address: doc.get(SHIPPING_ADDRESS),
+        sex: doc.get(SEX),
+        gender: doc.get(GENDER),
+        soa_is_signed: doc.get(SOA_IS_SIGNED),
+        soa_signed_at: doc.get(SOA_SIGNED_AT),
+        veteran_status: doc.get(VETERAN_STATUS),
+        primary_contact: doc.get(PRIMARY_CONTACT),
+        preferred_language: doc.get(PREFERRED_LANGUAGE),
+        needs_assessment_link: doc.get(NEEDS_ASSESSMENT_LINK),
     };
-    let point_of_contact = match doc.object("/details/point_of_contact")? {
-        None => None,
-        Some(_) => {
-            let p = |f: &str| doc.text(&format!("/details/point_of_contact/{f}"));
-            Some(PointOfContact {
-                full_name: p("full_name")?,
-                relationship: p("relationship")?,
-                home_phone: p("home_phone")?,
-                mobile_phone: p("mobile_phone")?,
-                email: p("email")?,
-            })
-        }
-    };
-    let agent = match doc.object("/details/agent")? {
-        None => None,
-        Some(_) => {
-            let a = |f: &str| doc.text(&format!("/details/agent/{f}"));
-            Some(Agent {
-                first_name: a("first_name")?,
-                last_name: a("last_name")?,
-                full_name: a("full_name")?,
-                office_phone: a("office_phone")?,
-                email: a("email")?,
-            })
-        }
-    };
-    let phi = match doc.object("/phi")? {
-        None => None,
-        Some(_) => Some(Phi {
-            dob: doc.date("/phi/dob")?,
-            mbi: doc.text("/phi/mbi")?,
-            has_medicaid: doc.bool("/phi/has_medicaid")?,
-            has_lis: doc.bool("/phi/has_lis")?,
-            lis_certification_date: doc.date("/phi/lis_certification_date")?,
-            drug_subsidy: doc.text("/phi/drug_subsidy")?,
-            has_ssi: doc.bool("/phi/has_ssi")?,
-            part_a_enrollment_date: doc.date("/phi/part_a_enrollment_date")?,
-            part_b_enrollment_date: doc.date("/phi/part_b_enrollment_date")?,
-        }),
-    };
+    let point_of_contact = doc.block(POINT_OF_CONTACT).map(|p| PointOfContact {
+        full_name: p.get(POC_FULL_NAME),
+        relationship: p.get(POC_RELATIONSHIP),
+        home_phone: p.get(POC_HOME_PHONE),
+        mobile_phone: p.get(POC_MOBILE_PHONE),
+        email: p.get(POC_EMAIL),
+    });
+    let agent = doc.block(AGENT).map(|a| Agent {
+        first_name: a.get(AGENT_FIRST_NAME),
+        last_name: a.get(AGENT_LAST_NAME),
+        full_name: a.get(AGENT_FULL_NAME),
+        office_phone: a.get(AGENT_OFFICE_PHONE),
+        email: a.get(AGENT_EMAIL),
+    });
+    let phi_doc = doc.block(PHI);
+    let phi = phi_doc.as_ref().map(|p| Phi {
+        dob: p.get(DOB),
+        mbi: p.get(MBI),
+        has_medicaid: p.get(HAS_MEDICAID),
+        has_lis: p.get(HAS_LIS),
+        lis_certification_date: p.get(LIS_CERTIFICATION_DATE),
+        drug_subsidy: p.get(DRUG_SUBSIDY),
+        has_ssi: p.get(HAS_SSI),
+        part_a_enrollment_date: p.get(PART_A_ENROLLMENT_DATE),
+        part_b_enrollment_date: p.get(PART_B_ENROLLMENT_DATE),
+    });
+    let categories = phi_doc.map(|p| p.entries(POLICIES)).unwrap_or_default();
     let mut policies = Vec::new();
     for (key, category) in CATEGORIES {
-        let Some(slots) = doc.object(&format!("/phi/policies/{key}"))? else {
+        let Some((_, slots)) = categories.iter().find(|(name, _)| *name == key) else {
             continue;
         };
-        let mut names: Vec<&String> = slots.as_object().map(|m| m.keys().collect()).unwrap_or_default();
-        names.sort();
-        for slot in names {
-            let base = format!("/phi/policies/{key}/{slot}");
-            if doc.object(&base)?.is_none() {
-                continue;
-            }
-            let f = |name: &str| format!("{base}/{name}");
+        for (slot, p) in slots.entries(POLICY_SLOTS) {
             policies.push(ContactPolicy {
                 category: category.to_owned(),
-                slot: slot.clone(),
-                name: doc.text(&f("name"))?,
-                bid_id: doc.text(&f("bid_id"))?,
-                carrier: doc.text(&f("carrier"))?,
-                effective_date: doc.date(&f("effective_date"))?,
-                expiration_date: doc.date(&f("expiration_date"))?,
-                submitted_date: doc.date(&f("submitted_date"))?,
-                policy_type: doc.text(&f("policy_type"))?,
-                beq_status: doc.text(&f("beq_status"))?,
+                slot: slot.to_owned(),
+                name: p.get(POLICY_NAME),
+                bid_id: p.get(POLICY_BID_ID),
+                carrier: p.get(POLICY_CARRIER),
+                effective_date: p.get(POLICY_EFFECTIVE_DATE),
+                expiration_date: p.get(POLICY_EXPIRATION_DATE),
+                submitted_date: p.get(POLICY_SUBMITTED_DATE),
+                policy_type: p.get(POLICY_TYPE),
+                beq_status: p.get(POLICY_BEQ_STATUS),
             });
         }
     }
     Ok(Effect::SparkContact(Box::new(ContactSnapshot {
-        spark_id: doc.req_id("/details/id")?,
+        spark_id: doc.key(&[CONTACT_ID])?,
         details,
         point_of_contact,
         agent,

@@ -19,6 +19,8 @@ use crate::{DecodeError, Effect, EntityKind};
 
 /// Lead id path (not shown in the provider document).
 pub const LEAD_ID: &str = "/lead/id";
+/// Widget id path.
+const WIDGET_ID: &str = "/widget/id";
 /// `lead.address_preview`.
 pub const ADDRESS_PREVIEW: &str = "lead.address_preview";
 /// `lead.enriched`.
@@ -51,29 +53,52 @@ pub static SPEC: ProviderSpec = ProviderSpec {
             event_type: ADDRESS_PREVIEW,
             entity: LEAD,
             rule: RuleSpec::FillOnlyAfter(ENRICHED),
+            requires: &[],
         },
         EventSpec {
             event_type: ENRICHED,
             entity: LEAD,
             rule: RuleSpec::Apply,
+            requires: &[],
         },
         EventSpec {
             event_type: RENTAL_ALERT,
             entity: LEAD,
             rule: AFTER_ENRICHED,
+            requires: &[],
         },
         EventSpec {
             event_type: CONTACT_REQUESTED,
             entity: LEAD,
             rule: AFTER_ENRICHED,
+            requires: &[],
         },
         EventSpec {
             event_type: WIDGET_STATUS_CHANGED,
-            entity: &[(EntityKind::Widget, IdSource::Field("/widget/id"))],
+            entity: &[(EntityKind::Widget, IdSource::Field(WIDGET_ID))],
             rule: RuleSpec::Apply,
+            requires: &[],
         },
     ],
+    fields: fields::ALL,
 };
+
+/// Optional fields: read tolerantly ([`crate::field`]). Strict keys are in [`SPEC`]: `/event`,
+/// `/event_id` (absent: the dedupe key is a hash), `/occurred_at` (absent: receipt time), and the
+/// lead or widget id. The lead object (`/lead`) is kept as sent.
+mod fields {
+    crate::field::optional_fields! {
+        ADDRESS: Object = "/lead/address";
+        OWNER_OCCUPIED: Bool = "/lead/owner_occupied";
+        SOURCE_TRACKING: Object = "/source_tracking";
+        WIDGET_VERSION: Text = "/source_tracking/widget_version";
+        WIDGET_NAME: Text = "/source_tracking/widget_name";
+        SOURCE_CODE: Text = "/source_tracking/source_code";
+        SOURCE_LABEL: Text = "/source_tracking/source_label";
+        NAME: Text = "/widget/name";
+        STATUS: Text = "/widget/status";
+    }
+}
 
 /// The `source_tracking` block.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -114,30 +139,26 @@ pub struct WidgetStatus {
 redacted_debug!(SourceTracking, LeadEvent, WidgetStatus);
 
 pub(crate) fn effect(doc: &Doc<'_>, event: &EventSpec) -> Result<Effect, DecodeError> {
+    use fields::*;
     if event.event_type == WIDGET_STATUS_CHANGED {
         return Ok(Effect::Widget(WidgetStatus {
-            widget_id: doc.req_id("/widget/id")?,
-            name: doc.text("/widget/name")?,
-            status: doc.text("/widget/status")?,
+            widget_id: doc.key(&[WIDGET_ID])?,
+            name: doc.get(NAME),
+            status: doc.get(STATUS),
         }));
     }
-    let source_tracking = match doc.object("/source_tracking")? {
-        None => None,
-        Some(_) => {
-            let s = |f: &str| doc.id(&format!("/source_tracking/{f}"));
-            Some(SourceTracking {
-                widget_version: s("widget_version")?,
-                widget_name: s("widget_name")?,
-                source_code: s("source_code")?,
-                source_label: s("source_label")?,
-            })
-        }
-    };
+    let source_tracking = doc.block(SOURCE_TRACKING).map(|s| SourceTracking {
+        widget_version: s.get(WIDGET_VERSION),
+        widget_name: s.get(WIDGET_NAME),
+        source_code: s.get(SOURCE_CODE),
+        source_label: s.get(SOURCE_LABEL),
+    });
     Ok(Effect::Lead(Box::new(LeadEvent {
-        lead_id: doc.req_id(LEAD_ID)?,
-        address: doc.object("/lead/address")?,
-        owner_occupied: doc.bool("/lead/owner_occupied")?,
-        lead: doc.object("/lead")?.unwrap_or(Value::Null),
+        lead_id: doc.key(&[LEAD_ID])?,
+        address: doc.get(ADDRESS),
+        owner_occupied: doc.get(OWNER_OCCUPIED),
+        // The lead id is strict, so `/lead` is an object.
+        lead: doc.raw("/lead").cloned().unwrap_or(Value::Null),
         source_tracking,
     })))
 }

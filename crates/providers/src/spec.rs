@@ -1,5 +1,9 @@
 //! The shape of a provider declaration ([`ProviderSpec`]) and the one generic decoder that reads
 //! any payload by its provider's declaration. Provider modules hold only data and effect mapping.
+//!
+//! Field classes: what a spec names here (event type, event id, event time, dedupe source, entity
+//! id, required keys) is *strict* — missing or invalid is a [`DecodeError`]; every other field the
+//! provider reads is declared in [`ProviderSpec::fields`] and read *tolerantly* ([`crate::field`]).
 
 use std::time::Duration;
 
@@ -8,7 +12,8 @@ use intake_core::{Envelope, Provider};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::doc::Doc;
+use crate::doc::{Doc, Issues};
+use crate::field::FieldDecl;
 use crate::{DecodeError, DecodedEvent, Effect, EntityKind, EntityRef, Ordering};
 
 /// How long a parked event may wait for its prerequisite unless its rule says otherwise.
@@ -29,6 +34,8 @@ pub struct ProviderSpec {
     pub dedupe: DedupeRecipe,
     /// Every accepted event type with its entity and ordering rule; any other type is refused.
     pub events: &'static [EventSpec],
+    /// Every optional field the provider reads, with its type: read tolerantly.
+    pub fields: &'static [FieldDecl],
 }
 
 /// Where an event type comes from.
@@ -68,7 +75,8 @@ pub enum IdSource {
 pub enum DedupeRecipe {
     /// `<entity id>:` + SHA-256 of the raw body.
     EntityIdAndBodyHash,
-    /// SHA-256 over these fields (each the first present of its alternatives; absent = empty).
+    /// SHA-256 over these fields (each the first present of its alternatives; absent or blank =
+    /// empty).
     HashOf(&'static [&'static [&'static str]]),
     /// The event id if present, else SHA-256 of (event type, entity id, raw body).
     EventIdElseTypeEntityBodyHash,
@@ -87,6 +95,9 @@ pub struct EventSpec {
     pub entity: &'static [(EntityKind, IdSource)],
     /// Its ordering rule.
     pub rule: RuleSpec,
+    /// Keys its effect cannot do without beyond the entity (the rows it writes are keyed by
+    /// them): each the first present of its alternatives, an id; none present is a missing field.
+    pub requires: &'static [&'static [&'static str]],
 }
 
 /// A declared ordering rule (see [`Ordering`]).
@@ -154,7 +165,7 @@ fn parse_body(body: &[u8]) -> Result<Value, DecodeError> {
 fn entity_of(doc: &Doc<'_>, envelope: &Envelope, event: &EventSpec) -> Result<EntityRef, DecodeError> {
     for (kind, source) in event.entity {
         let id = match source {
-            IdSource::Field(ptr) => doc.id(ptr)?,
+            IdSource::Field(ptr) => doc.key_id(ptr)?,
             IdSource::Header(name) => envelope.header(name).filter(|v| !v.is_empty()).map(str::to_owned),
         };
         if let Some(id) = id {
@@ -187,7 +198,7 @@ fn dedupe_key(
             for alternatives in fields {
                 let mut value = String::new();
                 for ptr in *alternatives {
-                    if let Some(v) = doc.id(ptr)? {
+                    if let Some(v) = doc.key_id(ptr)? {
                         value = v;
                         break;
                     }
@@ -197,11 +208,13 @@ fn dedupe_key(
             let parts: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
             sha256_hex(&parts)
         }
-        DedupeRecipe::EventIdElseTypeEntityBodyHash => match spec.event_id.map(|p| doc.id(p)).transpose()? {
-            Some(Some(id)) => id,
-            _ => sha256_hex(&[event_type.as_bytes(), entity.id.as_bytes(), &envelope.body]),
-        },
-        DedupeRecipe::Field(ptr) => doc.req_id(ptr)?,
+        DedupeRecipe::EventIdElseTypeEntityBodyHash => {
+            match spec.event_id.map(|p| doc.key_id(p)).transpose()? {
+                Some(Some(id)) => id,
+                _ => sha256_hex(&[event_type.as_bytes(), entity.id.as_bytes(), &envelope.body]),
+            }
+        }
+        DedupeRecipe::Field(ptr) => doc.key(&[ptr])?,
         DedupeRecipe::Header(name) => envelope
             .header(name)
             .filter(|v| !v.is_empty())
@@ -219,7 +232,7 @@ fn occurred_at(
 ) -> Result<DateTime<Utc>, DecodeError> {
     match spec.occurred_at {
         TimeSource::ReceivedAt => Ok(received_at),
-        TimeSource::Field { pointer, required } => match doc.timestamp(pointer)? {
+        TimeSource::Field { pointer, required } => match doc.key_time(pointer)? {
             Some(t) => Ok(t),
             None if !required => Ok(received_at),
             None => Err(DecodeError::MissingField {
@@ -236,10 +249,13 @@ pub(crate) fn decode_with(
     effect: EffectFn,
 ) -> Result<Vec<DecodedEvent>, DecodeError> {
     let body = parse_body(&envelope.body)?;
-    let doc = Doc::new(&body, "");
+    let issues = Issues::default();
+    let doc = Doc::root(&body, &issues);
     let sent_type = match spec.event_type {
         TypeSource::Fixed(t) => t.to_owned(),
-        TypeSource::Field(ptr) => doc.req_text(ptr)?,
+        TypeSource::Field(ptr) => doc.key_text(ptr)?.ok_or_else(|| DecodeError::MissingField {
+            pointer: ptr.to_owned(),
+        })?,
     };
     let event = spec
         .events
@@ -247,13 +263,20 @@ pub(crate) fn decode_with(
         .find(|e| e.event_type == sent_type)
         .ok_or_else(|| DecodeError::unknown_type(spec.provider.as_str(), &sent_type))?;
     let entity = entity_of(&doc, envelope, event)?;
+    let dedupe_key = dedupe_key(spec, &doc, envelope, event.event_type, &entity)?;
+    let occurred_at = occurred_at(spec, &doc, envelope.received_at)?;
+    for alternatives in event.requires {
+        doc.key(alternatives)?;
+    }
+    let effect = effect(&doc, event)?;
     Ok(vec![DecodedEvent {
-        dedupe_key: dedupe_key(spec, &doc, envelope, event.event_type, &entity)?,
-        occurred_at: occurred_at(spec, &doc, envelope.received_at)?,
+        dedupe_key,
+        occurred_at,
         event_type: event.event_type.to_owned(),
         ordering: event.rule.ordering(),
-        effect: effect(&doc, event)?,
+        effect,
         entity,
+        field_issues: issues.into_vec(),
     }])
 }
 

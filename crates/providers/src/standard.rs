@@ -22,7 +22,10 @@ pub static SPEC: ProviderSpec = ProviderSpec {
         event_type: "message",
         entity: &[(EntityKind::Message, IdSource::Header("webhook-id"))],
         rule: RuleSpec::Apply,
+        requires: &[],
     }],
+    // No known schema: nothing beyond the keys is read.
+    fields: &[],
 };
 
 pub(crate) fn effect(_doc: &Doc<'_>, _event: &EventSpec) -> Result<Effect, DecodeError> {

@@ -1,4 +1,5 @@
-//! Every documented example decodes to the right normalized event; bad payloads fail precisely.
+//! Every documented example decodes to the right normalized event; bad payloads fail precisely
+//! (field classes in detail: `field_tests.rs`).
 
 use bytes::Bytes;
 use chrono::{NaiveDate, TimeZone, Utc};
@@ -243,12 +244,6 @@ fn bad_payloads_fail_with_a_precise_reason_and_no_values() {
     let e = fails(Provider::Spark, r#"{"details": {"first_name": "Secret"}}"#);
     assert_eq!(e.to_string(), "missing required field /details/id");
     let e = fails(
-        Provider::Spark,
-        &SPARK_CONTACT.replace("1959-08-22", "22/08/1959"),
-    );
-    assert_eq!(e.to_string(), "field /phi/dob is not a valid date (YYYY-MM-DD)");
-    assert!(!e.to_string().contains("1959"));
-    let e = fails(
         Provider::SparkLoop,
         &SPARKLOOP_NEW_REFERRAL.replace("new_referral", "new_thing"),
     );
@@ -268,15 +263,6 @@ fn bad_payloads_fail_with_a_precise_reason_and_no_values() {
     assert_eq!(
         e.to_string(),
         "field /event_timestamp is not a valid timestamp (RFC 3339)"
-    );
-    let e = fails(
-        Provider::HealthSherpa,
-        &HEALTHSHERPA_OFF_EXCHANGE
-            .replace("\"mem_1\",\n          \"effective", "7.5,\n          \"effective"),
-    );
-    assert_eq!(
-        e.to_string(),
-        "field /policies/0/members/0/member_id is not a valid id (string or integer)"
     );
     let e = fails(Provider::Standard, "{}");
     assert_eq!(e.to_string(), "missing required field header webhook-id");

@@ -91,10 +91,15 @@ impl Store {
         let insert = tx
             .prepare_cached(
                 "INSERT INTO inbox (endpoint, dedupe_key, envelope_id, provider, event_type, entity_kind,
-                                    entity_id, received_at, occurred_at, outcome)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'applied')",
+                                    entity_id, received_at, occurred_at, outcome, field_issues)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'applied', $10)",
             )
             .await?;
+        // Pointers and expected types only (never a value): NULL when every field was readable.
+        let field_issues = (!event.field_issues.is_empty())
+            .then(|| serde_json::to_value(&event.field_issues))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let inserted = tx
             .execute(
                 &insert,
@@ -108,6 +113,7 @@ impl Store {
                     &event.entity.id,
                     &envelope.received_at,
                     &event.occurred_at,
+                    &field_issues,
                 ],
             )
             .await;

@@ -18,6 +18,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../migrations/V2__healthsherpa_sync.sql"),
     ),
     (
+        3,
+        "field_issues",
+        include_str!("../migrations/V3__field_issues.sql"),
+    ),
+    (
         6,
         "dead_letter_store",
         include_str!("../migrations/V6__dead_letter_store.sql"),

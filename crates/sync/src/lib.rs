@@ -35,7 +35,7 @@ use intake_store::{StoreConfig, StoreError};
 use tokio::net::TcpListener;
 
 pub use config::{ConfigError, SyncConfig};
-pub use worker::AfterCreateHook;
+pub use worker::{AfterCreateHook, AfterMessageHook};
 
 /// Why the sync process could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -59,12 +59,15 @@ pub enum SyncError {
 pub struct Hooks {
     /// Called after HealthSherpa answered a create, before its id is stored.
     pub after_create: Option<AfterCreateHook>,
+    /// Called once a message was handled successfully, before its ack.
+    pub after_message: Option<AfterMessageHook>,
 }
 
 impl std::fmt::Debug for Hooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hooks")
             .field("after_create", &self.after_create.is_some())
+            .field("after_message", &self.after_message.is_some())
             .finish()
     }
 }
@@ -147,6 +150,7 @@ pub async fn run_with(
         store,
         client,
         after_create: hooks.after_create,
+        after_message: hooks.after_message,
     });
     process::wait_for_publisher(&publisher, &stop, "sync").await;
     tracing::info!(?config, "sync starting");

@@ -5,6 +5,8 @@
 //! handler only judges: transient failures are a retry (no earlier than HealthSherpa's
 //! `Retry-After`), permanent ones a dead letter; the shared consumer runtime settles them.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,14 +20,21 @@ use crate::message::SyncMessage;
 use crate::{mapping, metrics as m};
 
 /// Test hook: called with the contact id right after HealthSherpa answered a create, before the
-/// id is stored (a panic here simulates a crash at the worst moment).
-pub type AfterCreateHook = Arc<dyn Fn(&str) + Send + Sync>;
+/// id is stored; the handler awaits the returned future, so a future that never completes
+/// freezes the instance at the worst moment (a test then drops the whole instance: a crash).
+pub type AfterCreateHook = Arc<dyn Fn(&str) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// Test hook: called with the contact id and the outcome label (`created`, `updated`,
+/// `coalesced`, …) once a message was handled successfully, before its ack — per instance, so
+/// a test can tell which of several in-process instances handled a message.
+pub type AfterMessageHook = Arc<dyn Fn(&str, &'static str) + Send + Sync>;
 
 /// The sync worker's handler.
 pub(crate) struct SyncHandler {
     pub store: Store,
     pub client: HealthSherpaClient,
     pub after_create: Option<AfterCreateHook>,
+    pub after_message: Option<AfterMessageHook>,
 }
 
 /// How a message ended when it did not fail.
@@ -70,8 +79,9 @@ impl Handler for SyncHandler {
     async fn handle(&self, delivery: &Delivery) -> Verdict {
         let started = Instant::now();
         let previous = codec::attempt(&delivery.properties);
-        let result = match serde_json::from_slice::<SyncMessage>(&delivery.body) {
-            Ok(message) => sync(self, &message, previous > 0 || delivery.redelivered).await,
+        let message = serde_json::from_slice::<SyncMessage>(&delivery.body);
+        let result = match &message {
+            Ok(message) => sync(self, message, previous > 0 || delivery.redelivered).await,
             Err(_) => Err(Failure::Malformed),
         };
         metrics::histogram!(m::PROCESSING_SECONDS).record(started.elapsed().as_secs_f64());
@@ -85,6 +95,9 @@ impl Handler for SyncHandler {
                     Synced::NoContact => "no_contact",
                 };
                 metrics::counter!(m::MESSAGES_TOTAL, "outcome" => outcome).increment(1);
+                if let (Some(hook), Ok(message)) = (&self.after_message, &message) {
+                    hook(message.contact_id(), outcome);
+                }
                 Verdict::Done
             }
             // HealthSherpa's Retry-After overrides the tier schedule (never retrying earlier).
@@ -176,7 +189,7 @@ async fn sync_locked(
     lock.mark_create_started().await?;
     let synced = ctx.client.create(&wanted).await?;
     if let Some(hook) = &ctx.after_create {
-        hook(message.contact_id());
+        hook(message.contact_id()).await;
     }
     lock.record_synced(&synced.id, Some(&synced.redirect_url), contact.seq)
         .await?;

@@ -57,6 +57,11 @@ impl Handler for IngestHandler {
             match applied {
                 Ok(report) => {
                     m::outcome(provider, &event.event_type, report.outcome.as_str());
+                    if report.outcome != intake_store::Outcome::Duplicate {
+                        // Counted with the inbox row that notes them, so a retry or a redelivery
+                        // does not count them twice.
+                        m::field_issues(provider, event);
+                    }
                     let now = Utc::now();
                     if report.outcome == intake_store::Outcome::Applied {
                         let e2e = (now - envelope.received_at).to_std().unwrap_or_default();

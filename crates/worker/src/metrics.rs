@@ -12,6 +12,9 @@ pub const PARKED: &str = "intake_worker_parked_events";
 pub const OLDEST_PARKED_SECONDS: &str = "intake_worker_oldest_parked_age_seconds";
 /// Gauge: rows in the dead-letter table.
 pub const DEAD_LETTERS: &str = "intake_worker_dead_letters";
+/// Counter: optional fields read as absent because their value was unreadable, by `provider` and
+/// `field` (the declared pointer, `*` for any index, so the label stays bounded).
+pub const FIELD_ISSUES_TOTAL: &str = "intake_worker_field_issues_total";
 
 /// Registers descriptions for the metrics above (and the broker's) with the installed recorder.
 pub fn describe() {
@@ -33,10 +36,22 @@ pub fn describe() {
         "Age of the oldest parked event"
     );
     metrics::describe_gauge!(DEAD_LETTERS, "Rows in the dead-letter table");
+    metrics::describe_counter!(
+        FIELD_ISSUES_TOTAL,
+        "Optional fields stored as absent because their value could not be read, by declared pointer"
+    );
 }
 
 /// Counts one event outcome.
 pub(crate) fn outcome(provider: &'static str, event_type: &str, outcome: &'static str) {
     metrics::counter!(EVENTS_TOTAL, "provider" => provider, "event_type" => event_type.to_owned(), "outcome" => outcome)
         .increment(1);
+}
+
+/// Counts the field issues of one event (once, with the inbox row that notes them).
+pub(crate) fn field_issues(provider: &'static str, event: &intake_providers::DecodedEvent) {
+    for issue in &event.field_issues {
+        metrics::counter!(FIELD_ISSUES_TOTAL, "provider" => provider, "field" => issue.pointer.clone())
+            .increment(1);
+    }
 }

@@ -54,6 +54,32 @@ impl<E: std::fmt::Debug> Running<E> {
     }
 }
 
+/// A sync process on a Tokio runtime of its own, so a test can kill it the way a crash would:
+/// [`Crashable::crash`] drops every task of the instance at once — its handlers mid-flight, its
+/// AMQP connection (unacked deliveries go back to the queue; nothing is acked or nacked on the
+/// way) and its Postgres connections (their advisory locks end with the session).
+pub struct Crashable {
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Crashable {
+    /// Kills the instance (no graceful stop, no drain).
+    pub fn crash(mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Crashable {
+    fn drop(&mut self) {
+        // A runtime cannot be dropped inside another one (a test that failed before `crash`).
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// A Spark contact snapshot as the Spark webhook sends it.
 pub fn spark_contact(spark_id: &str, first: &str, last: Option<&str>, email: &str) -> Value {
     json!({
@@ -141,6 +167,36 @@ impl SyncWorld {
             hooks,
         ));
         Running { addr, stop, handle }
+    }
+
+    /// Starts a sync process that a test can [`Crashable::crash`]; it never stops otherwise.
+    pub fn start_crashable_sync(&self, config: SyncConfig, hooks: Hooks) -> Crashable {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("crashable-sync")
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::bind(config.listen_addr)
+                .await
+                .expect("bind");
+            let result = intake_sync::run_with(config, listener, std::future::pending::<()>(), hooks).await;
+            panic!("a crashable sync instance never returns, yet returned {result:?}");
+        });
+        Crashable {
+            runtime: Some(runtime),
+        }
+    }
+
+    /// Waits until `queue` has exactly `n` consumers; panics with the last count after [`DEADLINE`].
+    pub async fn wait_consumers(&self, queue: &str, n: u32) {
+        let ok = wait_until(DEADLINE, || async { self.probe.consumers(queue).await == n }).await;
+        assert!(
+            ok,
+            "{queue} has {} consumers, not {n}",
+            self.probe.consumers(queue).await
+        );
     }
 
     /// Starts an ingest worker for Spark envelopes on this world's prefix and database.

@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -87,6 +89,34 @@ impl World {
             hooks,
         ));
         RunningWorker { addr, stop, handle }
+    }
+
+    /// Starts a worker whose events are counted on their own (the `after_commit` hook: every
+    /// event this worker committed, whatever its outcome), so a test can tell workers apart.
+    pub async fn start_counting_worker(&self) -> (RunningWorker, Arc<AtomicUsize>) {
+        let committed = Arc::new(AtomicUsize::new(0));
+        let hooks = Hooks {
+            after_commit: Some({
+                let committed = committed.clone();
+                Arc::new(move |_| {
+                    committed.fetch_add(1, Ordering::SeqCst);
+                })
+            }),
+        };
+        let worker = self.start_worker_with(self.worker_config(), hooks).await;
+        (worker, committed)
+    }
+
+    /// Waits until `provider`'s queue has exactly `n` consumers (workers started and consuming),
+    /// so messages published next are shared among them; panics after `deadline`.
+    pub async fn wait_consumers(&self, provider: Provider, n: u32, deadline: Duration) {
+        let queue = self.topology.provider_queue(provider);
+        let ok = wait_until(deadline, || async { self.probe.consumers(&queue).await == n }).await;
+        assert!(
+            ok,
+            "{queue} has {} consumers, not {n}",
+            self.probe.consumers(&queue).await
+        );
     }
 
     /// Publishes a webhook body as the receiver would; returns its envelope.
