@@ -157,11 +157,11 @@ async fn a_graceful_stop_mid_backlog_loses_nothing() {
 #[tokio::test]
 async fn an_event_failing_transiently_every_time_is_dead_lettered_after_the_last_tier() {
     let world = World::new("w-exhaust").await;
-    let store = intake_store::Store::new(&intake_store::StoreConfig {
-        url: world.db.url.clone(),
-        max_connections: 1,
-        connect_timeout: Duration::from_secs(5),
-    })
+    let store = intake_store::Store::new(&intake_store::StoreConfig::new(
+        world.db.url.clone(),
+        1,
+        Duration::from_secs(5),
+    ))
     .expect("store");
     store.migrate().await.expect("migrate");
     // Contact 666 always hits a serialization failure (SQLSTATE 40001): transient, so retried.

@@ -18,9 +18,7 @@ pub enum EntityKind {
     Lead,
     /// A Spark360 widget.
     Widget,
-    /// A HealthSherpa policy.
-    Policy,
-    /// A HealthSherpa application without a policy (keyed by application or external id).
+    /// A HealthSherpa application (keyed by application or external id), with its policies.
     Application,
     /// A Standard Webhooks message (keyed by its `webhook-id`).
     Message,
@@ -34,7 +32,6 @@ impl EntityKind {
             EntityKind::Subscriber => "subscriber",
             EntityKind::Lead => "lead",
             EntityKind::Widget => "widget",
-            EntityKind::Policy => "policy",
             EntityKind::Application => "application",
             EntityKind::Message => "message",
         }
@@ -64,8 +61,10 @@ pub enum Ordering {
         /// Longest wait in seconds.
         limit_secs: u64,
     },
-    /// Apply only if `occurred_at` is newer than every event applied to the entity so far;
-    /// otherwise keep it as history only (`stale`).
+    /// Apply only if `(occurred_at, envelope id)` is newer than every event seen for the entity
+    /// so far; otherwise keep it as history only (`stale`). A raw body byte-equal to the one that
+    /// set the entity's current state is a `duplicate`: no effect, but it still counts as the
+    /// newest receipt.
     NewestWins,
     /// Once `superseded_by` has been applied the event may only fill gaps, never overwrite
     /// (outcome `stale`).

@@ -1,7 +1,8 @@
 //! HealthSherpa submission confirmation and policy status webhooks (one schema, on- and
-//! off-exchange). Dedupe by `transaction_id`; entity: the first policy, else the application
-//! (`application_id`, else `external_id`). Status moves only to a newer `event_timestamp`; every
-//! event is kept in the status history.
+//! off-exchange). Dedupe by `transaction_id`; entity (the lock that serialises concurrent events):
+//! the application (`application_id`, else `external_id`), since one event may list several
+//! policies. Ordering is per row, in the store's effect: each policy, member and the application
+//! moves only to a newer `event_timestamp`; every event is kept in the status history.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use intake_core::Provider;
@@ -20,7 +21,6 @@ const EXTERNAL_ID: &str = "/external_id";
 const APPLICATION_KEY: &[&str] = &[APPLICATION_ID, EXTERNAL_ID];
 
 const ENTITY: &[(EntityKind, IdSource)] = &[
-    (EntityKind::Policy, IdSource::Field("/policies/0/policy_id")),
     (EntityKind::Application, IdSource::Field(APPLICATION_ID)),
     (EntityKind::Application, IdSource::Field(EXTERNAL_ID)),
 ];
@@ -39,13 +39,15 @@ pub static SPEC: ProviderSpec = ProviderSpec {
         EventSpec {
             event_type: "submission",
             entity: ENTITY,
-            rule: RuleSpec::NewestWins,
+            // Not NewestWins: one entity-wide version would skip a policy first listed in an
+            // older event. The store's per-row guards order each policy, member and application.
+            rule: RuleSpec::Apply,
             requires: &[APPLICATION_KEY],
         },
         EventSpec {
             event_type: "sync",
             entity: ENTITY,
-            rule: RuleSpec::NewestWins,
+            rule: RuleSpec::Apply,
             requires: &[APPLICATION_KEY],
         },
     ],

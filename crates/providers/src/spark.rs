@@ -1,5 +1,5 @@
 //! Spark contact sync: a full contact snapshot (with PHI) per delivery, no event type, no event id.
-//! Newest received snapshot wins.
+//! Newest received snapshot wins; one equal to the contact's current snapshot is a duplicate.
 
 use chrono::NaiveDate;
 use intake_core::Provider;
@@ -23,7 +23,9 @@ pub static SPEC: ProviderSpec = ProviderSpec {
     event_id: None,
     // No time in the payload: "newest received" is the receiver's receipt time.
     occurred_at: TimeSource::ReceivedAt,
-    dedupe: DedupeRecipe::EntityIdAndBodyHash,
+    // One inbox row per envelope: a snapshot equal to the contact's *current* one is a duplicate
+    // (decided by NewestWins under the entity lock), an earlier one received again is applied.
+    dedupe: DedupeRecipe::EntityIdAndEnvelopeId,
     events: &[EventSpec {
         event_type: CONTACT_SNAPSHOT,
         entity: &[(EntityKind::Contact, IdSource::Field(CONTACT_ID))],

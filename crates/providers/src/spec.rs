@@ -73,8 +73,10 @@ pub enum IdSource {
 /// How to build the dedupe key (ARCHITECTURE.md section 3).
 #[derive(Debug, Clone, Copy)]
 pub enum DedupeRecipe {
-    /// `<entity id>:` + SHA-256 of the raw body.
-    EntityIdAndBodyHash,
+    /// `<entity id>:<envelope id>`: every delivered envelope is its own event (a broker redelivery
+    /// is a duplicate); whether its content repeats the entity's current state is the ordering
+    /// rule's call ([`RuleSpec::NewestWins`]), not the inbox key's.
+    EntityIdAndEnvelopeId,
     /// SHA-256 over these fields (each the first present of its alternatives; absent or blank =
     /// empty).
     HashOf(&'static [&'static [&'static str]]),
@@ -112,7 +114,8 @@ pub enum RuleSpec {
         /// Longest wait.
         limit: Duration,
     },
-    /// Only a newer `occurred_at` changes the entity; older ones are kept as history.
+    /// Only a newer `occurred_at` (ties: the higher envelope id) changes the entity; older ones
+    /// are kept as history; a body equal to the one that set the current state is a duplicate.
     NewestWins,
     /// Only fills gaps once this event type has been applied.
     FillOnlyAfter(&'static str),
@@ -192,7 +195,7 @@ fn dedupe_key(
     entity: &EntityRef,
 ) -> Result<String, DecodeError> {
     Ok(match spec.dedupe {
-        DedupeRecipe::EntityIdAndBodyHash => format!("{}:{}", entity.id, sha256_hex(&[&envelope.body])),
+        DedupeRecipe::EntityIdAndEnvelopeId => format!("{}:{}", entity.id, envelope.id),
         DedupeRecipe::HashOf(fields) => {
             let mut values = Vec::with_capacity(fields.len());
             for alternatives in fields {

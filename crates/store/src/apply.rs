@@ -1,5 +1,6 @@
 //! The one transaction that applies an event: inbox row (the exactly-once guard), entity lock,
-//! ordering rule (park / apply / stale), effect, release of parked successors, outbox — commit.
+//! ordering rule (park / apply / stale / duplicate of the current state), effect, release of
+//! parked successors (dead-lettering any this build cannot read), outbox — commit.
 
 use std::time::Duration;
 
@@ -18,7 +19,8 @@ use crate::{Store, StoreError};
 pub enum Outcome {
     /// Its effect is committed.
     Applied,
-    /// Seen before (same endpoint and dedupe key): nothing done.
+    /// Seen before (same endpoint and dedupe key), or under NewestWins a body equal to the one
+    /// that set the entity's current state: nothing done, nothing notified.
     Duplicate,
     /// Waiting in `parked_events` for its prerequisite.
     Parked,
@@ -48,6 +50,17 @@ pub struct Released {
     pub received_at: DateTime<Utc>,
 }
 
+/// A parked event dead-lettered while its entity's parked events were released, because its
+/// stored form could not be read (reason [`PARKED_FORMAT`]); the event that released the others
+/// is still applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedDeadLetter {
+    /// Its envelope.
+    pub envelope_id: Uuid,
+    /// Its event type (the parked row's column, readable whatever the format).
+    pub event_type: String,
+}
+
 /// The result of [`Store::apply`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApplyReport {
@@ -55,6 +68,18 @@ pub struct ApplyReport {
     pub outcome: Outcome,
     /// Parked events released (applied) in the same transaction, in order.
     pub released: Vec<Released>,
+    /// Parked events of the entity that could not be read and were dead-lettered instead.
+    pub parked_dead_letters: Vec<ParkedDeadLetter>,
+}
+
+impl ApplyReport {
+    fn only(outcome: Outcome) -> ApplyReport {
+        ApplyReport {
+            outcome,
+            released: Vec::new(),
+            parked_dead_letters: Vec::new(),
+        }
+    }
 }
 
 /// Options of [`Store::apply`].
@@ -64,9 +89,49 @@ pub struct ApplyOptions {
     pub park_limit: Option<Duration>,
 }
 
+/// Version of the stored form of a parked event (`parked_events.event`, a serialized
+/// [`DecodedEvent`]). Bump it when that form changes so that a row written by another build is
+/// recognised instead of misread; a row of another version is dead-lettered as [`PARKED_FORMAT`].
+pub const PARKED_EVENT_FORMAT: i32 = 1;
+
+/// Dead-letter reason of a parked event whose stored form this build cannot read.
+pub const PARKED_FORMAT: &str = "parked_format";
+
 struct EntityState {
     applied_types: Vec<String>,
+    /// The newest `(occurred_at, envelope id)` seen for a NewestWins entity.
     version: Option<DateTime<Utc>>,
+    version_envelope_id: Option<Uuid>,
+    /// SHA-256 of the raw body that set the current state (NewestWins).
+    content_sha256: Option<String>,
+}
+
+impl EntityState {
+    /// Whether an event at `(at, id)` is newer than every one seen. Within one instant the
+    /// higher UUIDv7 wins; a version without an envelope id (written before it was kept) is
+    /// older than any event of the same instant.
+    fn is_older_than(&self, at: DateTime<Utc>, id: Uuid) -> bool {
+        match self.version {
+            None => true,
+            Some(v) => (v, self.version_envelope_id) < (at, Some(id)),
+        }
+    }
+
+    fn advance(&mut self, at: DateTime<Utc>, id: Uuid) {
+        if self.is_older_than(at, id) {
+            self.version = Some(at);
+            self.version_envelope_id = Some(id);
+        }
+    }
+}
+
+/// Lowercase hex SHA-256 of a raw body (what `encode(sha256(body), 'hex')` gives in SQL).
+fn sha256_hex(body: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Whether applying `event_type` can release parked events of its provider.
@@ -79,7 +144,9 @@ fn is_prerequisite(provider: intake_core::Provider, event_type: &str) -> bool {
 
 impl Store {
     /// Applies one decoded event of `envelope` in one transaction. A duplicate is detected by the
-    /// inbox's unique key (SQLSTATE 23505), rolled back, and counted on the inbox row.
+    /// inbox's unique key (SQLSTATE 23505), rolled back, and counted on the inbox row; under the
+    /// NewestWins rule a body equal to the entity's current one is a duplicate too (kept as its
+    /// own inbox row with outcome `duplicate`, so its redelivery is caught by the key).
     pub async fn apply(
         &self,
         envelope: &Envelope,
@@ -128,32 +195,10 @@ impl Store {
                 client
                     .execute(&count, &[&envelope.endpoint, &event.dedupe_key])
                     .await?;
-                return Ok(ApplyReport {
-                    outcome: Outcome::Duplicate,
-                    released: Vec::new(),
-                });
+                return Ok(ApplyReport::only(Outcome::Duplicate));
             }
             Err(e) => return Err(e.into()),
         }
-        let raw = tx
-            .prepare_cached(
-                "INSERT INTO raw_events (envelope_id, endpoint, provider, received_at, headers, body)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (envelope_id) DO NOTHING",
-            )
-            .await?;
-        let headers = serde_json::to_value(&envelope.headers).unwrap_or_default();
-        tx.execute(
-            &raw,
-            &[
-                &envelope.id,
-                &envelope.endpoint,
-                &envelope.provider.as_str(),
-                &envelope.received_at,
-                &headers,
-                &envelope.body.as_ref(),
-            ],
-        )
-        .await?;
 
         let mut state = lock_entity(&tx, event).await?;
         let mode = match &event.ordering {
@@ -164,19 +209,33 @@ impl Store {
             } => {
                 if !state.applied_types.contains(prerequisite) {
                     let limit = options.park_limit.unwrap_or(Duration::from_secs(*limit_secs));
+                    insert_raw(&tx, envelope).await?;
                     park(&tx, envelope, event, prerequisite, limit).await?;
                     tx.commit().await?;
-                    return Ok(ApplyReport {
-                        outcome: Outcome::Parked,
-                        released: Vec::new(),
-                    });
+                    return Ok(ApplyReport::only(Outcome::Parked));
                 }
                 Mode::Apply
             }
-            Ordering::NewestWins => match state.version {
-                Some(v) if event.occurred_at <= v => Mode::Stale,
-                _ => Mode::Apply,
-            },
+            Ordering::NewestWins => {
+                let digest = sha256_hex(&envelope.body);
+                if state.content_sha256.as_deref() == Some(digest.as_str()) {
+                    // The current state again (a provider's retry): nothing to apply, no
+                    // notification, but it is the newest receipt so far if it is newer, so an
+                    // older different body still arriving late stays stale.
+                    state.advance(event.occurred_at, envelope.id);
+                    save_entity(&tx, event, &state).await?;
+                    set_outcome(&tx, &envelope.endpoint, &event.dedupe_key, "duplicate").await?;
+                    tx.commit().await?;
+                    return Ok(ApplyReport::only(Outcome::Duplicate));
+                }
+                if state.is_older_than(event.occurred_at, envelope.id) {
+                    state.advance(event.occurred_at, envelope.id);
+                    state.content_sha256 = Some(digest);
+                    Mode::Apply
+                } else {
+                    Mode::Stale
+                }
+            }
             Ordering::FillOnlyAfter { superseded_by } => {
                 if state.applied_types.contains(superseded_by) {
                     Mode::Stale
@@ -185,17 +244,26 @@ impl Store {
                 }
             }
         };
-        let mut changed_contacts = effects::apply(&tx, event, envelope.id, mode).await?;
-        let outcome = match mode {
-            Mode::Apply => Outcome::Applied,
-            Mode::Stale => Outcome::Stale,
+        insert_raw(&tx, envelope).await?;
+        let effected = effects::apply(&tx, event, envelope.id, mode).await?;
+        let mut changed_contacts = effected.contacts;
+        let outcome = if effected.changed {
+            Outcome::Applied
+        } else {
+            Outcome::Stale
         };
-        if mode == Mode::Apply {
+        if outcome == Outcome::Applied {
             record_applied(&mut state, event);
         }
         let mut released = Vec::new();
-        if mode == Mode::Apply && is_prerequisite(envelope.provider, &event.event_type) {
-            release(&tx, event, &mut state, &mut released, &mut changed_contacts).await?;
+        let mut parked_dead_letters = Vec::new();
+        if outcome == Outcome::Applied && is_prerequisite(envelope.provider, &event.event_type) {
+            let mut out = ReleaseOut {
+                released: &mut released,
+                dead_letters: &mut parked_dead_letters,
+                changed_contacts: &mut changed_contacts,
+            };
+            release(&tx, event, &mut state, &mut out).await?;
         }
         for contact in &changed_contacts {
             let outbox = tx
@@ -205,37 +273,74 @@ impl Store {
                 .await?;
             tx.execute(&outbox, &[contact, &envelope.id]).await?;
         }
-        let save = tx
-            .prepare_cached("UPDATE entities SET applied_types = $3, version = $4, updated_at = now() WHERE kind = $1 AND id = $2")
-            .await?;
-        tx.execute(
-            &save,
-            &[
-                &event.entity.kind.as_str(),
-                &event.entity.id,
-                &state.applied_types,
-                &state.version,
-            ],
-        )
-        .await?;
+        save_entity(&tx, event, &state).await?;
         if outcome != Outcome::Applied {
             set_outcome(&tx, &envelope.endpoint, &event.dedupe_key, outcome.as_str()).await?;
         }
         tx.commit().await?;
-        Ok(ApplyReport { outcome, released })
+        Ok(ApplyReport {
+            outcome,
+            released,
+            parked_dead_letters,
+        })
     }
+}
+
+/// Keeps the envelope as received (audit and replay). Not for a duplicate: its body is already
+/// kept under the envelope that set the current state.
+async fn insert_raw(tx: &Transaction<'_>, envelope: &Envelope) -> Result<(), StoreError> {
+    let raw = tx
+        .prepare_cached(
+            "INSERT INTO raw_events (envelope_id, endpoint, provider, received_at, headers, body)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (envelope_id) DO NOTHING",
+        )
+        .await?;
+    let headers = serde_json::to_value(&envelope.headers).unwrap_or_default();
+    tx.execute(
+        &raw,
+        &[
+            &envelope.id,
+            &envelope.endpoint,
+            &envelope.provider.as_str(),
+            &envelope.received_at,
+            &headers,
+            &envelope.body.as_ref(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn save_entity(
+    tx: &Transaction<'_>,
+    event: &DecodedEvent,
+    state: &EntityState,
+) -> Result<(), StoreError> {
+    let save = tx
+        .prepare_cached(
+            "UPDATE entities SET applied_types = $3, version = $4, version_envelope_id = $5,
+                                 content_sha256 = $6, updated_at = now()
+             WHERE kind = $1 AND id = $2",
+        )
+        .await?;
+    tx.execute(
+        &save,
+        &[
+            &event.entity.kind.as_str(),
+            &event.entity.id,
+            &state.applied_types,
+            &state.version,
+            &state.version_envelope_id,
+            &state.content_sha256,
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 fn record_applied(state: &mut EntityState, event: &DecodedEvent) {
     if !state.applied_types.contains(&event.event_type) {
         state.applied_types.push(event.event_type.clone());
-    }
-    if matches!(event.ordering, Ordering::NewestWins) {
-        state.version = Some(
-            state
-                .version
-                .map_or(event.occurred_at, |v| v.max(event.occurred_at)),
-        );
     }
 }
 
@@ -246,7 +351,7 @@ async fn lock_entity(tx: &Transaction<'_>, event: &DecodedEvent) -> Result<Entit
         .prepare_cached(
             "INSERT INTO entities (kind, id) VALUES ($1, $2)
              ON CONFLICT (kind, id) DO UPDATE SET updated_at = now()
-             RETURNING applied_types, version",
+             RETURNING applied_types, version, version_envelope_id, content_sha256",
         )
         .await?;
     let row = tx
@@ -255,6 +360,8 @@ async fn lock_entity(tx: &Transaction<'_>, event: &DecodedEvent) -> Result<Entit
     Ok(EntityState {
         applied_types: row.get(0),
         version: row.get(1),
+        version_envelope_id: row.get(2),
+        content_sha256: row.get(3),
     })
 }
 
@@ -281,8 +388,8 @@ async fn park(
     let stmt = tx
         .prepare_cached(
             "INSERT INTO parked_events (entity_kind, entity_id, waits_for, endpoint, dedupe_key, envelope_id,
-                                        provider, event_type, event, received_at, deadline)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now() + make_interval(secs => $11))",
+                                        provider, event_type, event, received_at, deadline, format)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now() + make_interval(secs => $11), $12)",
         )
         .await?;
     let json = serde_json::to_value(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -300,6 +407,7 @@ async fn park(
             &json,
             &envelope.received_at,
             &limit.as_secs_f64(),
+            &PARKED_EVENT_FORMAT,
         ],
     )
     .await?;
@@ -312,15 +420,32 @@ async fn park(
     .await
 }
 
+/// Where [`release`] reports what it did.
+struct ReleaseOut<'a> {
+    released: &'a mut Vec<Released>,
+    dead_letters: &'a mut Vec<ParkedDeadLetter>,
+    changed_contacts: &'a mut Vec<String>,
+}
+
+/// A dead-letter row for a parked event this build cannot read, with the body kept in
+/// `raw_events` (absent once retention pruned it).
+const INSERT_PARKED_DEAD_LETTER: &str = "
+INSERT INTO dead_letters (envelope_id, endpoint, provider, event_type, dedupe_key, reason, attempts,
+    first_error, last_error, received_at, headers, body)
+SELECT $1, $2, $3, $4, $5, $6, 1, $7, $7, $8, COALESCE(r.headers, '[]'::jsonb), r.body
+FROM (SELECT 1) AS one LEFT JOIN raw_events r ON r.envelope_id = $1
+ON CONFLICT DO NOTHING";
+
 /// Applies, in arrival order, every parked event of the entity whose prerequisite is now met,
 /// repeating while a released event unblocks more. A row the sweeper is dead-lettering right now
-/// is locked by it: the DELETE waits, then finds it gone.
+/// is locked by it: the DELETE waits, then finds it gone. A row whose stored form this build
+/// cannot read (another format version, or undecodable) is dead-lettered alone, reason
+/// [`PARKED_FORMAT`]; the others are still applied.
 async fn release(
     tx: &Transaction<'_>,
     event: &DecodedEvent,
     state: &mut EntityState,
-    released: &mut Vec<Released>,
-    changed_contacts: &mut Vec<String>,
+    out: &mut ReleaseOut<'_>,
 ) -> Result<(), StoreError> {
     let claim = tx
         .prepare_cached(
@@ -328,7 +453,8 @@ async fn release(
              WHERE id IN (SELECT id FROM parked_events
                           WHERE entity_kind = $1 AND entity_id = $2 AND waits_for = ANY($3)
                           ORDER BY id FOR UPDATE)
-             RETURNING id, endpoint, dedupe_key, envelope_id, event, received_at",
+             RETURNING id, endpoint, dedupe_key, envelope_id, event, received_at, format, provider,
+                       event_type",
         )
         .await?;
     loop {
@@ -350,14 +476,51 @@ async fn release(
             let endpoint: String = row.get(1);
             let dedupe_key: String = row.get(2);
             let envelope_id: Uuid = row.get(3);
-            let parked: DecodedEvent = serde_json::from_value(row.get(4))
-                .map_err(|_| StoreError::Corrupt("parked event in an unknown format".into()))?;
-            changed_contacts.extend(effects::apply(tx, &parked, envelope_id, Mode::Apply).await?);
+            let received_at: DateTime<Utc> = row.get(5);
+            let format: i32 = row.get(6);
+            let readable = if format == PARKED_EVENT_FORMAT {
+                serde_json::from_value::<DecodedEvent>(row.get(4)).ok()
+            } else {
+                None
+            };
+            let Some(parked) = readable else {
+                // Never the serde message: it can quote values from the event.
+                let error = if format == PARKED_EVENT_FORMAT {
+                    format!("parked event of format {format} does not decode")
+                } else {
+                    format!("parked event of format {format}; this build reads format {PARKED_EVENT_FORMAT}")
+                };
+                let provider: String = row.get(7);
+                let event_type: String = row.get(8);
+                let stmt = tx.prepare_cached(INSERT_PARKED_DEAD_LETTER).await?;
+                tx.execute(
+                    &stmt,
+                    &[
+                        &envelope_id,
+                        &endpoint,
+                        &provider,
+                        &event_type,
+                        &dedupe_key,
+                        &PARKED_FORMAT,
+                        &error,
+                        &received_at,
+                    ],
+                )
+                .await?;
+                set_outcome(tx, &endpoint, &dedupe_key, "dead_lettered").await?;
+                out.dead_letters.push(ParkedDeadLetter {
+                    envelope_id,
+                    event_type,
+                });
+                continue;
+            };
+            let effected = effects::apply(tx, &parked, envelope_id, Mode::Apply).await?;
+            out.changed_contacts.extend(effected.contacts);
             record_applied(state, &parked);
             set_outcome(tx, &endpoint, &dedupe_key, "released").await?;
-            released.push(Released {
+            out.released.push(Released {
                 event_type: parked.event_type,
-                received_at: row.get(5),
+                received_at,
             });
         }
     }

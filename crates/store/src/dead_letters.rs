@@ -139,7 +139,9 @@ const INSERT: &str = "
 INSERT INTO dead_letters (source, queue, envelope_id, endpoint, provider, event_type, dedupe_key, reason,
     attempts, first_error, last_error, received_at, headers, properties, body)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-ON CONFLICT DO NOTHING";
+ON CONFLICT (envelope_id, (COALESCE(dedupe_key, '')), reason, attempts) DO UPDATE
+    SET resolved_at = NULL, resolution = NULL, last_error = EXCLUDED.last_error, dead_lettered_at = now()
+    WHERE dead_letters.resolved_at IS NOT NULL";
 
 const COLUMNS: &str = "id, source, envelope_id, endpoint, provider, event_type, dedupe_key, reason, attempts,
     first_error, last_error, received_at, dead_lettered_at, queue, replay_count, replayed_at, resolved_at,
@@ -210,7 +212,8 @@ fn where_of(filter: &DeadLetterFilter) -> (String, Vec<Box<dyn ToSql + Sync + Se
 
 impl Store {
     /// Records a dead letter; `false` when the same one (message, dedupe key, reason, attempts)
-    /// was already recorded (a redelivered dead letter, or one its producer recorded itself).
+    /// is already recorded and open (a redelivered dead letter). The same one dead-lettered again
+    /// after an operator resolved it (a replay that failed the same way) reopens its row.
     pub async fn record_dead_letter(&self, d: &NewDeadLetter<'_>) -> Result<bool, StoreError> {
         let client = self.pool.get().await?;
         let stmt = client.prepare_cached(INSERT).await?;
@@ -286,20 +289,6 @@ impl Store {
         Ok(row.map(|r| row_of(&r, true)))
     }
 
-    /// Marks a dead letter replayed (after its republish was confirmed); returns the new count.
-    pub async fn mark_replayed(&self, id: i64) -> Result<i32, StoreError> {
-        let client = self.pool.get().await?;
-        let row = client
-            .query_one(
-                "UPDATE dead_letters SET replay_count = replay_count + 1, replayed_at = now(),
-                        resolved_at = COALESCE(resolved_at, now()), resolution = 'replayed'
-                 WHERE id = $1 RETURNING replay_count",
-                &[&id],
-            )
-            .await?;
-        Ok(row.get(0))
-    }
-
     /// Marks every dead letter matching `filter` purged (kept for audit until retention deletes
     /// it, but no longer needing an operator); returns how many.
     pub async fn purge_dead_letters(&self, filter: &DeadLetterFilter) -> Result<u64, StoreError> {
@@ -307,7 +296,7 @@ impl Store {
         let (clause, mut params) = where_of(filter);
         params.push(Box::new(filter.limit.max(0)));
         let sql = format!(
-            "UPDATE dead_letters SET resolved_at = now(), resolution = 'purged'
+            "UPDATE dead_letters SET purged_at = now(), resolved_at = now(), resolution = 'purged'
              WHERE id IN (SELECT id FROM dead_letters {clause} ORDER BY id LIMIT ${})",
             params.len()
         );
@@ -346,7 +335,7 @@ impl Store {
     }
 
     /// Dead letters that still need an operator, by reason.
-    pub async fn unresolved_dead_letters(&self) -> Result<Vec<(String, i64)>, StoreError> {
+    pub async fn unresolved_dead_letters_by_reason(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let client = self.pool.get().await?;
         let rows = client
             .query(

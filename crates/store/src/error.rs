@@ -26,6 +26,9 @@ pub enum StoreError {
     /// A stored row could not be read back (e.g. a parked event in an unknown format).
     #[error("stored data unreadable: {0}")]
     Corrupt(String),
+    /// The migrations cannot run: an applied one was edited, or one is missing. Needs a person.
+    #[error("migrations refused: {0}")]
+    Migration(String),
 }
 
 /// SQLSTATE of a unique violation: the inbox's "already seen".
@@ -33,7 +36,8 @@ pub(crate) const UNIQUE_VIOLATION: &str = "23505";
 
 impl StoreError {
     /// Whether the same operation may succeed later: connection trouble, serialization failure
-    /// (40001), deadlock (40P01), server shutting down or overloaded, lock or statement timeouts.
+    /// (40001), deadlock (40P01), server shutting down or overloaded, and a statement the server
+    /// cancelled at its `statement_timeout` (57014) or `lock_timeout` (55P03).
     pub fn is_retryable(&self) -> bool {
         match self {
             StoreError::Unavailable(_) | StoreError::Connection(_) | StoreError::Timeout => true,
@@ -44,7 +48,7 @@ impl StoreError {
                     || code.starts_with("57") // operator intervention: shutdown, statement timeout
                     || code == "55P03" // lock not available
             }
-            StoreError::Corrupt(_) => false,
+            StoreError::Corrupt(_) | StoreError::Migration(_) => false,
         }
     }
 
@@ -87,7 +91,7 @@ impl From<PoolError> for StoreError {
 }
 
 impl StoreError {
-    fn into_unavailable(self) -> Self {
+    pub(crate) fn into_unavailable(self) -> Self {
         match self {
             StoreError::Connection(m) => StoreError::Unavailable(m),
             other => other,
@@ -116,6 +120,7 @@ mod tests {
         }
         assert!(StoreError::Timeout.is_retryable());
         assert!(!StoreError::Corrupt("x".into()).is_retryable());
+        assert!(!StoreError::Migration("x".into()).is_retryable());
         assert_eq!(
             StoreError::Db {
                 code: "23505".into(),

@@ -1,14 +1,16 @@
 //! The only crate that talks to Postgres (tokio-postgres + deadpool-postgres). It owns:
 //!
-//! - [`pool`]: the pool and the embedded migrations, run at start under an advisory lock;
+//! - [`pool`]: the pool (every session bounded by `statement_timeout` and `lock_timeout`) and
+//!   the embedded migrations, run by refinery at start under an advisory lock;
 //! - [`apply`]: the one transaction per event — inbox row (a unique-key conflict, SQLSTATE 23505,
-//!   means duplicate), entity lock, ordering rule (park / apply / stale), effect, release of
-//!   parked successors, outbox rows for changed contacts;
+//!   means duplicate), entity lock, ordering rule (park / apply / stale / duplicate of the current
+//!   state), effect, release of parked successors (an unreadable one is dead-lettered alone),
+//!   outbox rows for changed contacts;
 //! - `effects`: what each provider's events change in the domain tables;
 //! - [`dead_letters`]: the one dead-letter store (record, list, replay bookkeeping, purge);
 //! - [`trace`]: one webhook's life read back for `intake trace`, and parked events for operators;
-//! - [`maintenance`]: dead letters, the parked-event sweeper (`FOR UPDATE SKIP LOCKED`), raw-event
-//!   retention and the numbers behind the gauges.
+//! - [`maintenance`]: dead letters, the parked-event sweeper (`FOR UPDATE SKIP LOCKED`),
+//!   retention of every growing table in batches, and the numbers behind the gauges.
 //!
 //! Errors are a [`StoreError`] whose [`StoreError::is_retryable`] decides retry versus dead letter.
 #![forbid(unsafe_code)]
@@ -22,9 +24,11 @@ pub mod pool;
 pub mod sync;
 pub mod trace;
 
-pub use apply::{ApplyOptions, ApplyReport, Outcome, Released};
+pub use apply::{
+    ApplyOptions, ApplyReport, Outcome, PARKED_EVENT_FORMAT, PARKED_FORMAT, ParkedDeadLetter, Released,
+};
 pub use dead_letters::{DeadLetterFilter, DeadLetterRow, NewDeadLetter};
 pub use error::StoreError;
-pub use maintenance::{DeadLetter, DeadLetterSink, ExpiredParked, ORDERING_TIMEOUT, ParkedStats};
-pub use pool::{Store, StoreConfig};
+pub use maintenance::{DeadLetter, DeadLetterSink, ExpiredParked, ORDERING_TIMEOUT, ParkedStats, Retained};
+pub use pool::{SessionBounds, Store, StoreConfig};
 pub use trace::{ParkedRow, TraceStep};

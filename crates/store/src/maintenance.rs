@@ -1,5 +1,6 @@
-//! Dead letters, the parked-event sweeper, raw-event retention and the gauges' queries. Every
-//! job here is safe with any number of workers running it at once.
+//! Dead letters (written, resolved by an operator, counted while open), the parked-event sweeper,
+//! retention of every growing table in small batches, and the gauges' queries. Every job here is
+//! safe with any number of workers running it at once.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -79,11 +80,88 @@ pub struct ParkedStats {
     pub oldest_age: Duration,
 }
 
+/// A redelivery of a message already dead-lettered (its ack was lost) adds nothing; the same
+/// event dead-lettered again after an operator resolved its row (a replay that failed the same
+/// way) reopens that row, so it counts as needing an operator again.
 const INSERT_DEAD_LETTER: &str = "
 INSERT INTO dead_letters (envelope_id, endpoint, provider, event_type, dedupe_key, reason, attempts,
     first_error, last_error, received_at, headers, body)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-ON CONFLICT DO NOTHING";
+ON CONFLICT (envelope_id, (COALESCE(dedupe_key, '')), reason, attempts) DO UPDATE
+    SET resolved_at = NULL, resolution = NULL, last_error = EXCLUDED.last_error,
+        dead_lettered_at = now()
+    WHERE dead_letters.resolved_at IS NOT NULL";
+
+/// What retention deletes once it is older than its age. Domain tables and the HealthSherpa
+/// status history are kept: they are the data, not bookkeeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retained {
+    /// `raw_events` by receipt time. Raw events of events still parked are kept.
+    RawEvents,
+    /// `inbox` rows by receipt time: past the dedupe window a re-delivery is no longer
+    /// recognised. Rows of events still parked are kept.
+    Inbox,
+    /// `outbox` rows by publication time (unpublished rows are never deleted).
+    PublishedOutbox,
+    /// `dead_letters` rows by the time an operator resolved them (replayed or purged); open
+    /// rows are never deleted.
+    ResolvedDeadLetters,
+}
+
+impl Retained {
+    /// Every kind, in the order the sweeper prunes them.
+    pub const ALL: [Retained; 4] = [
+        Retained::RawEvents,
+        Retained::Inbox,
+        Retained::PublishedOutbox,
+        Retained::ResolvedDeadLetters,
+    ];
+
+    /// The table, for logs and metric labels.
+    pub fn table(self) -> &'static str {
+        match self {
+            Retained::RawEvents => "raw_events",
+            Retained::Inbox => "inbox",
+            Retained::PublishedOutbox => "outbox",
+            Retained::ResolvedDeadLetters => "dead_letters",
+        }
+    }
+
+    /// One batch: the subselect picks at most `$2` rows older than `$1` seconds, oldest first
+    /// (by an index), skipping rows another transaction holds, so a batch never waits and holds
+    /// its row locks only for one short statement.
+    fn delete_batch(self) -> &'static str {
+        match self {
+            Retained::RawEvents => {
+                // A parked event past its limit is dead-lettered with its body read back from here.
+                "DELETE FROM raw_events WHERE envelope_id IN (
+                     SELECT envelope_id FROM raw_events r
+                     WHERE received_at < now() - make_interval(secs => $1)
+                       AND NOT EXISTS (SELECT 1 FROM parked_events p WHERE p.envelope_id = r.envelope_id)
+                     ORDER BY received_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+            }
+            Retained::Inbox => {
+                // ctid: the inbox key is two text columns; the row's address is cheaper.
+                "DELETE FROM inbox WHERE ctid = ANY(ARRAY(
+                     SELECT ctid FROM inbox
+                     WHERE received_at < now() - make_interval(secs => $1) AND outcome <> 'parked'
+                     ORDER BY received_at LIMIT $2 FOR UPDATE SKIP LOCKED))"
+            }
+            Retained::PublishedOutbox => {
+                "DELETE FROM outbox WHERE id IN (
+                     SELECT id FROM outbox
+                     WHERE published_at < now() - make_interval(secs => $1)
+                     ORDER BY published_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+            }
+            Retained::ResolvedDeadLetters => {
+                "DELETE FROM dead_letters WHERE id IN (
+                     SELECT id FROM dead_letters
+                     WHERE resolved_at < now() - make_interval(secs => $1)
+                     ORDER BY resolved_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+            }
+        }
+    }
+}
 
 impl Store {
     /// Records a dead letter.
@@ -196,19 +274,41 @@ impl Store {
         Ok(swept)
     }
 
-    /// Deletes up to `batch` raw events received longer than `retention` ago; returns how many.
-    pub async fn prune_raw_events(&self, retention: Duration, batch: i64) -> Result<u64, StoreError> {
+    /// Deletes up to `batch` rows of `what` older than `age` in one short statement; returns how
+    /// many. Call again while it returns `batch`.
+    pub async fn prune(&self, what: Retained, age: Duration, batch: i64) -> Result<u64, StoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(what.delete_batch()).await?;
+        Ok(client.execute(&stmt, &[&age.as_secs_f64(), &batch]).await?)
+    }
+
+    /// Marks a dead letter replayed by an operator: it no longer needs one (until the replay
+    /// fails the same way again). Returns whether the row exists.
+    pub async fn mark_dead_letter_replayed(&self, id: i64) -> Result<bool, StoreError> {
         let client = self.pool.get().await?;
         let n = client
             .execute(
-                "DELETE FROM raw_events WHERE envelope_id IN (
-                     SELECT envelope_id FROM raw_events
-                     WHERE received_at < now() - make_interval(secs => $1)
-                     ORDER BY received_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
-                &[&retention.as_secs_f64(), &batch],
+                "UPDATE dead_letters SET replayed_at = now(), replay_count = replay_count + 1,
+                     resolved_at = now(), resolution = 'replayed'
+                 WHERE id = $1",
+                &[&id],
             )
             .await?;
-        Ok(n)
+        Ok(n == 1)
+    }
+
+    /// Marks a dead letter purged by an operator: resolved, its row kept until the dead-letter
+    /// retention age has passed. Returns whether the row exists.
+    pub async fn mark_dead_letter_purged(&self, id: i64) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        let n = client
+            .execute(
+                "UPDATE dead_letters SET purged_at = now(), resolved_at = now(), resolution = 'purged'
+                 WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+        Ok(n == 1)
     }
 
     /// Count and oldest age of parked events.
@@ -227,11 +327,11 @@ impl Store {
         })
     }
 
-    /// Rows in `dead_letters`.
-    pub async fn dead_letter_count(&self) -> Result<i64, StoreError> {
+    /// Dead letters that still need an operator: neither replayed nor purged.
+    pub async fn unresolved_dead_letters(&self) -> Result<i64, StoreError> {
         let client = self.pool.get().await?;
         Ok(client
-            .query_one("SELECT count(*) FROM dead_letters", &[])
+            .query_one("SELECT count(*) FROM dead_letters WHERE resolved_at IS NULL", &[])
             .await?
             .get(0))
     }

@@ -8,6 +8,7 @@ use clap::Parser;
 use intake_broker::BrokerSettings;
 use intake_broker::Topology;
 use intake_healthsherpa::{Auth, HealthSherpaConfig, Secret};
+use intake_store::StoreConfig;
 
 /// A setting that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +61,15 @@ pub struct SyncConfig {
     /// Longest wait to connect to Postgres or get a pooled connection (milliseconds).
     #[arg(long, env = "INTAKE_DB_TIMEOUT_MS", default_value_t = 10_000)]
     pub db_timeout_ms: u64,
+    /// Server-side bound on one statement (Postgres `statement_timeout`, milliseconds); unset:
+    /// 90 % of INTAKE_DB_TIMEOUT_MS.
+    #[arg(long, env = "INTAKE_DB_STATEMENT_TIMEOUT_MS")]
+    pub db_statement_timeout_ms: Option<u64>,
+    /// Server-side bound on one lock wait, the per-contact sync lock included (Postgres
+    /// `lock_timeout`, milliseconds); past it the message is retried. Unset: 80 % of
+    /// INTAKE_DB_TIMEOUT_MS.
+    #[arg(long, env = "INTAKE_DB_LOCK_TIMEOUT_MS")]
+    pub db_lock_timeout_ms: Option<u64>,
     /// Longest wait for RabbitMQ's confirm of a publish (milliseconds).
     #[arg(long, env = "INTAKE_CONFIRM_TIMEOUT_MS", default_value_t = 5000)]
     pub confirm_timeout_ms: u64,
@@ -143,6 +153,22 @@ impl SyncConfig {
         SyncConfig::parse_from(["intake-sync"])
     }
 
+    /// The store's settings: pool, client-side and server-side bounds.
+    pub fn store_config(&self) -> StoreConfig {
+        let mut store = StoreConfig::new(
+            self.database_url.clone(),
+            self.db_pool_size,
+            Duration::from_millis(self.db_timeout_ms),
+        );
+        if let Some(ms) = self.db_statement_timeout_ms {
+            store.statement_timeout = Some(Duration::from_millis(ms));
+        }
+        if let Some(ms) = self.db_lock_timeout_ms {
+            store.lock_timeout = Some(Duration::from_millis(ms));
+        }
+        store
+    }
+
     /// Checks every setting, naming the first variable that is wrong.
     pub fn validate(&self) -> Result<Valid, ConfigError> {
         let topology = self
@@ -157,6 +183,18 @@ impl SyncConfig {
         }
         if self.relay_batch < 1 {
             return Err(invalid("INTAKE_RELAY_BATCH", "must be positive"));
+        }
+        for (variable, value) in [
+            ("INTAKE_DB_STATEMENT_TIMEOUT_MS", self.db_statement_timeout_ms),
+            ("INTAKE_DB_LOCK_TIMEOUT_MS", self.db_lock_timeout_ms),
+        ] {
+            match value {
+                Some(0) => return Err(invalid(variable, "must be positive")),
+                Some(ms) if ms > self.db_timeout_ms => {
+                    return Err(invalid(variable, "must not exceed INTAKE_DB_TIMEOUT_MS"));
+                }
+                _ => {}
+            }
         }
         let auth = match self.healthsherpa_auth_mode.as_str() {
             "api_key" => Auth::ApiKey {
@@ -214,6 +252,21 @@ mod tests {
             .validate()
             .expect_err("pool");
         assert_eq!(e.variable, "INTAKE_DB_POOL_SIZE");
+        let e = parse(&["--healthsherpa-api-key", "k", "--db-lock-timeout-ms", "20000"])
+            .validate()
+            .expect_err("lock timeout above the client's");
+        assert_eq!(e.variable, "INTAKE_DB_LOCK_TIMEOUT_MS");
+    }
+
+    #[test]
+    fn server_side_bounds_default_a_little_under_the_client_timeout() {
+        let store = parse(&[]).store_config();
+        assert_eq!(store.statement_timeout, Some(Duration::from_secs(9)));
+        assert_eq!(store.lock_timeout, Some(Duration::from_secs(8)));
+        let store =
+            parse(&["--db-statement-timeout-ms", "3000", "--db-lock-timeout-ms", "500"]).store_config();
+        assert_eq!(store.statement_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(store.lock_timeout, Some(Duration::from_millis(500)));
     }
 
     #[test]

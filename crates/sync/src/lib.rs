@@ -31,7 +31,7 @@ use intake_broker::{ConsumerConfig, PublisherConfig};
 use intake_healthsherpa::{HealthSherpaClient, HealthSherpaError};
 use intake_runtime::ConsumerRuntime;
 use intake_runtime::process::{self, RoleServices};
-use intake_store::{StoreConfig, StoreError};
+use intake_store::StoreError;
 use tokio::net::TcpListener;
 
 pub use config::{ConfigError, SyncConfig};
@@ -92,11 +92,7 @@ pub async fn run_with(
     metrics::describe();
     let client = HealthSherpaClient::new(valid.healthsherpa.clone())?;
     let services = process::start_role(
-        &StoreConfig {
-            url: config.database_url.clone(),
-            max_connections: config.db_pool_size,
-            connect_timeout: Duration::from_millis(config.db_timeout_ms),
-        },
+        &config.store_config(),
         PublisherConfig {
             amqp_url: config.broker.amqp_url.clone(),
             topology: valid.topology.clone(),

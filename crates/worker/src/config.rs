@@ -8,6 +8,7 @@ use clap::Parser;
 use intake_broker::BrokerSettings;
 use intake_broker::Topology;
 use intake_core::Provider;
+use intake_store::StoreConfig;
 
 /// Worker settings. Every field can be set by the environment variable named in `env`.
 #[derive(Clone, Parser)]
@@ -58,6 +59,16 @@ pub struct WorkerConfig {
     #[arg(long, env = "INTAKE_DB_TIMEOUT_MS", default_value_t = 10_000)]
     pub db_timeout_ms: u64,
 
+    /// Server-side bound on one statement (Postgres `statement_timeout`, milliseconds), so a
+    /// statement the worker gave up on stops holding locks; unset: 90 % of INTAKE_DB_TIMEOUT_MS.
+    #[arg(long, env = "INTAKE_DB_STATEMENT_TIMEOUT_MS")]
+    pub db_statement_timeout_ms: Option<u64>,
+
+    /// Server-side bound on one lock wait, advisory locks included (Postgres `lock_timeout`,
+    /// milliseconds); unset: 80 % of INTAKE_DB_TIMEOUT_MS.
+    #[arg(long, env = "INTAKE_DB_LOCK_TIMEOUT_MS")]
+    pub db_lock_timeout_ms: Option<u64>,
+
     /// Longest wait for RabbitMQ's confirm of a retry or dead-letter publish (milliseconds).
     #[arg(long, env = "INTAKE_CONFIRM_TIMEOUT_MS", default_value_t = 5000)]
     pub confirm_timeout_ms: u64,
@@ -77,6 +88,19 @@ pub struct WorkerConfig {
     /// How long raw events are kept (days).
     #[arg(long, env = "INTAKE_RAW_RETENTION_DAYS", default_value_t = 30)]
     pub raw_retention_days: u64,
+
+    /// The dedupe window (days): a re-delivery received within it of the first is recognised as
+    /// a duplicate; inbox rows older than it are deleted.
+    #[arg(long, env = "INTAKE_DEDUPE_WINDOW_DAYS", default_value_t = 30)]
+    pub dedupe_window_days: u64,
+
+    /// How long published outbox rows are kept (days).
+    #[arg(long, env = "INTAKE_OUTBOX_RETENTION_DAYS", default_value_t = 7)]
+    pub outbox_retention_days: u64,
+
+    /// How long dead letters are kept once replayed or purged (days); open ones are kept.
+    #[arg(long, env = "INTAKE_DEAD_LETTER_RETENTION_DAYS", default_value_t = 30)]
+    pub dead_letter_retention_days: u64,
 
     /// Record the dead-letter queue's messages in Postgres from this worker (any number of
     /// workers may; at least one must).
@@ -104,9 +128,14 @@ impl std::fmt::Debug for WorkerConfig {
             .field("concurrency", &self.concurrency)
             .field("db_pool_size", &self.db_pool_size)
             .field("db_timeout_ms", &self.db_timeout_ms)
+            .field("db_statement_timeout_ms", &self.db_statement_timeout_ms)
+            .field("db_lock_timeout_ms", &self.db_lock_timeout_ms)
             .field("park_limit_secs", &self.park_limit_secs)
             .field("sweep_interval_ms", &self.sweep_interval_ms)
             .field("raw_retention_days", &self.raw_retention_days)
+            .field("dedupe_window_days", &self.dedupe_window_days)
+            .field("outbox_retention_days", &self.outbox_retention_days)
+            .field("dead_letter_retention_days", &self.dead_letter_retention_days)
             .finish_non_exhaustive()
     }
 }
@@ -179,10 +208,30 @@ impl WorkerConfig {
             ("INTAKE_CONFIRM_TIMEOUT_MS", self.confirm_timeout_ms),
             ("INTAKE_SWEEP_INTERVAL_MS", self.sweep_interval_ms),
             ("INTAKE_RAW_RETENTION_DAYS", self.raw_retention_days),
+            ("INTAKE_DEDUPE_WINDOW_DAYS", self.dedupe_window_days),
+            ("INTAKE_OUTBOX_RETENTION_DAYS", self.outbox_retention_days),
+            (
+                "INTAKE_DEAD_LETTER_RETENTION_DAYS",
+                self.dead_letter_retention_days,
+            ),
             ("INTAKE_STUCK_AFTER_SECS", self.stuck_after_secs),
         ] {
             if value == 0 {
                 return Err(invalid(variable, "must be positive"));
+            }
+        }
+        for (variable, value) in [
+            ("INTAKE_DB_STATEMENT_TIMEOUT_MS", self.db_statement_timeout_ms),
+            ("INTAKE_DB_LOCK_TIMEOUT_MS", self.db_lock_timeout_ms),
+        ] {
+            match value {
+                Some(0) => return Err(invalid(variable, "must be positive")),
+                // Above the client's bound, the worker would give up on a statement the server
+                // still runs, holding its locks.
+                Some(ms) if ms > self.db_timeout_ms => {
+                    return Err(invalid(variable, "must not exceed INTAKE_DB_TIMEOUT_MS"));
+                }
+                _ => {}
             }
         }
         if !self.database_url.starts_with("postgres://") && !self.database_url.starts_with("postgresql://") {
@@ -199,6 +248,18 @@ impl WorkerConfig {
     /// Per-event transaction deadline.
     pub fn db_timeout(&self) -> Duration {
         Duration::from_millis(self.db_timeout_ms)
+    }
+
+    /// The store's settings: pool, client-side and server-side bounds.
+    pub fn store_config(&self) -> StoreConfig {
+        let mut store = StoreConfig::new(self.database_url.clone(), self.db_pool_size, self.db_timeout());
+        if let Some(ms) = self.db_statement_timeout_ms {
+            store.statement_timeout = Some(Duration::from_millis(ms));
+        }
+        if let Some(ms) = self.db_lock_timeout_ms {
+            store.lock_timeout = Some(Duration::from_millis(ms));
+        }
+        store
     }
 }
 
@@ -231,5 +292,37 @@ mod tests {
         let mut config = WorkerConfig::local_defaults();
         config.db_pool_size = config.concurrency;
         assert_eq!(config.validate().unwrap_err().variable, "INTAKE_DB_POOL_SIZE");
+        let mut config = WorkerConfig::local_defaults();
+        config.db_statement_timeout_ms = Some(config.db_timeout_ms + 1);
+        assert_eq!(
+            config.validate().unwrap_err().variable,
+            "INTAKE_DB_STATEMENT_TIMEOUT_MS"
+        );
+        let mut config = WorkerConfig::local_defaults();
+        config.db_lock_timeout_ms = Some(0);
+        assert_eq!(
+            config.validate().unwrap_err().variable,
+            "INTAKE_DB_LOCK_TIMEOUT_MS"
+        );
+        let mut config = WorkerConfig::local_defaults();
+        config.dedupe_window_days = 0;
+        assert_eq!(
+            config.validate().unwrap_err().variable,
+            "INTAKE_DEDUPE_WINDOW_DAYS"
+        );
+    }
+
+    #[test]
+    fn server_side_bounds_default_a_little_under_the_client_timeout() {
+        let mut config = WorkerConfig::local_defaults();
+        let store = config.store_config();
+        assert_eq!(store.connect_timeout, Duration::from_secs(10));
+        assert_eq!(store.statement_timeout, Some(Duration::from_secs(9)));
+        assert_eq!(store.lock_timeout, Some(Duration::from_secs(8)));
+        config.db_statement_timeout_ms = Some(5000);
+        config.db_lock_timeout_ms = Some(1000);
+        let store = config.store_config();
+        assert_eq!(store.statement_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(store.lock_timeout, Some(Duration::from_secs(1)));
     }
 }

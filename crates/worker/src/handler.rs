@@ -74,6 +74,15 @@ impl Handler for IngestHandler {
                         metrics::histogram!(m::END_TO_END_SECONDS, "provider" => provider, "event_type" => released.event_type)
                             .record(e2e.as_secs_f64());
                     }
+                    // Parked events of this entity whose stored form this build cannot read: they
+                    // are in `dead_letters` (reason parked_format); this event applied regardless.
+                    for dead in report.parked_dead_letters {
+                        tracing::warn!(
+                            provider, envelope_id = %dead.envelope_id, event_type = %dead.event_type,
+                            reason = intake_store::PARKED_FORMAT, "parked event unreadable; dead-lettered"
+                        );
+                        m::outcome(provider, &dead.event_type, "dead_lettered");
+                    }
                     if let Some(hook) = &self.after_commit {
                         hook(&envelope);
                     }

@@ -27,7 +27,7 @@ use std::time::Duration;
 use intake_broker::{ConsumerConfig, PublisherConfig};
 use intake_runtime::process::{self, RoleServices};
 use intake_runtime::{ConsumerRuntime, DeadLetterRecorder};
-use intake_store::{ApplyOptions, StoreConfig, StoreError};
+use intake_store::{ApplyOptions, StoreError};
 use tokio::net::TcpListener;
 
 use crate::handler::IngestHandler;
@@ -83,11 +83,7 @@ pub async fn run_with(
     let valid = config.validate()?;
     metrics::describe();
     let services = process::start_role(
-        &StoreConfig {
-            url: config.database_url.clone(),
-            max_connections: config.db_pool_size,
-            connect_timeout: config.db_timeout(),
-        },
+        &config.store_config(),
         PublisherConfig {
             amqp_url: config.broker.amqp_url.clone(),
             topology: valid.topology.clone(),
@@ -150,7 +146,12 @@ pub async fn run_with(
         publisher: publisher.clone(),
         topology: valid.topology.clone(),
         interval: Duration::from_millis(config.sweep_interval_ms),
-        retention: Duration::from_secs(config.raw_retention_days * 86_400),
+        retention: sweeper::Retention {
+            raw_events: days(config.raw_retention_days),
+            inbox: days(config.dedupe_window_days),
+            published_outbox: days(config.outbox_retention_days),
+            resolved_dead_letters: days(config.dead_letter_retention_days),
+        },
     };
     let sweeper = tokio::spawn(sweeper.run(stop.clone()));
 
@@ -183,4 +184,8 @@ pub async fn run_with(
     process::finish_ops(http).await?;
     tracing::info!("worker stopped");
     Ok(())
+}
+
+fn days(n: u64) -> Duration {
+    Duration::from_secs(n.saturating_mul(86_400))
 }

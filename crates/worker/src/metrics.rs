@@ -10,8 +10,10 @@ pub const END_TO_END_SECONDS: &str = "intake_worker_end_to_end_seconds";
 pub const PARKED: &str = "intake_worker_parked_events";
 /// Gauge: age of the oldest parked event.
 pub const OLDEST_PARKED_SECONDS: &str = "intake_worker_oldest_parked_age_seconds";
-/// Gauge: rows in the dead-letter table.
+/// Gauge: dead letters that still need an operator (neither replayed nor purged).
 pub const DEAD_LETTERS: &str = "intake_worker_dead_letters";
+/// Counter: rows deleted by retention, by `table`.
+pub const RETENTION_DELETED_TOTAL: &str = "intake_worker_retention_deleted_total";
 /// Counter: optional fields read as absent because their value was unreadable, by `provider` and
 /// `field` (the declared pointer, `*` for any index, so the label stays bounded).
 pub const FIELD_ISSUES_TOTAL: &str = "intake_worker_field_issues_total";
@@ -35,7 +37,11 @@ pub fn describe() {
         metrics::Unit::Seconds,
         "Age of the oldest parked event"
     );
-    metrics::describe_gauge!(DEAD_LETTERS, "Rows in the dead-letter table");
+    metrics::describe_gauge!(
+        DEAD_LETTERS,
+        "Dead letters that still need an operator (neither replayed nor purged)"
+    );
+    metrics::describe_counter!(RETENTION_DELETED_TOTAL, "Rows deleted by retention, by table");
     metrics::describe_counter!(
         FIELD_ISSUES_TOTAL,
         "Optional fields stored as absent because their value could not be read, by declared pointer"

@@ -1,14 +1,15 @@
 //! Periodic maintenance every worker runs (all of it safe when several run it at once):
-//! dead-letter parked events past their limit, prune raw events past retention, refresh the
-//! parked and dead-letter gauges.
+//! dead-letter parked events past their limit, delete what is past its retention (raw events,
+//! inbox rows past the dedupe window, published outbox rows, resolved dead letters) in small
+//! batches, refresh the parked and dead-letter gauges.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use intake_broker::{Publisher, Topology, codec, dead, retry};
 use std::future::Future;
 use std::pin::Pin;
 
-use intake_store::{DeadLetterSink, ExpiredParked, ORDERING_TIMEOUT, Store};
+use intake_store::{DeadLetterSink, ExpiredParked, ORDERING_TIMEOUT, Retained, Store};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics as m;
@@ -19,13 +20,34 @@ pub(crate) struct Sweeper {
     pub publisher: Publisher,
     pub topology: Topology,
     pub interval: Duration,
-    pub retention: Duration,
+    pub retention: Retention,
+}
+
+/// How long each retained table keeps its rows.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Retention {
+    pub raw_events: Duration,
+    /// The dedupe window.
+    pub inbox: Duration,
+    pub published_outbox: Duration,
+    pub resolved_dead_letters: Duration,
+}
+
+impl Retention {
+    fn age(&self, what: Retained) -> Duration {
+        match what {
+            Retained::RawEvents => self.raw_events,
+            Retained::Inbox => self.inbox,
+            Retained::PublishedOutbox => self.published_outbox,
+            Retained::ResolvedDeadLetters => self.resolved_dead_letters,
+        }
+    }
 }
 
 /// Parked events dead-lettered per transaction.
 const SWEEP_BATCH: i64 = 100;
-/// Raw events deleted per statement.
-const PRUNE_BATCH: i64 = 10_000;
+/// Rows deleted per statement: small enough that each statement holds its row locks briefly.
+const PRUNE_BATCH: i64 = 1000;
 
 impl Sweeper {
     pub(crate) async fn run(self, shutdown: CancellationToken) {
@@ -62,17 +84,44 @@ impl Sweeper {
                 }
             }
         }
-        match self.store.prune_raw_events(self.retention, PRUNE_BATCH).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, "raw events past retention pruned"),
-            Err(e) => tracing::warn!(error = %e, "raw-event pruning failed"),
-        }
+        self.prune().await;
         if let Ok(stats) = self.store.parked_stats().await {
             metrics::gauge!(m::PARKED).set(stats.count as f64);
             metrics::gauge!(m::OLDEST_PARKED_SECONDS).set(stats.oldest_age.as_secs_f64());
         }
-        if let Ok(n) = self.store.dead_letter_count().await {
+        if let Ok(n) = self.store.unresolved_dead_letters().await {
             metrics::gauge!(m::DEAD_LETTERS).set(n as f64);
+        }
+    }
+
+    /// Deletes what is past its retention, batch after batch, until a batch comes back short
+    /// or half the sweep interval is used (the rest waits for the next sweep).
+    async fn prune(&self) {
+        let budget = Instant::now() + self.interval / 2;
+        for what in Retained::ALL {
+            let mut deleted = 0;
+            loop {
+                match self
+                    .store
+                    .prune(what, self.retention.age(what), PRUNE_BATCH)
+                    .await
+                {
+                    Ok(n) => {
+                        deleted += n;
+                        if (n as i64) < PRUNE_BATCH || Instant::now() >= budget {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(table = what.table(), error = %e, "retention pruning failed");
+                        break;
+                    }
+                }
+            }
+            if deleted > 0 {
+                metrics::counter!(m::RETENTION_DELETED_TOTAL, "table" => what.table()).increment(deleted);
+                tracing::info!(table = what.table(), deleted, "rows past retention deleted");
+            }
         }
     }
 }

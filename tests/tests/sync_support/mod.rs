@@ -104,12 +104,7 @@ pub fn spark_contact(spark_id: &str, first: &str, last: Option<&str>, email: &st
 impl SyncWorld {
     pub async fn new(tag: &str, mode: Mode) -> SyncWorld {
         let db = fresh_database(tag).await;
-        let store = Store::new(&StoreConfig {
-            url: db.url.clone(),
-            max_connections: 4,
-            connect_timeout: Duration::from_secs(5),
-        })
-        .expect("store");
+        let store = Store::new(&StoreConfig::new(db.url.clone(), 4, Duration::from_secs(5))).expect("store");
         store.migrate().await.expect("migrate");
         let (topology, publisher) = intake_it::test_broker(tag, TEST_TIERS).await;
         SyncWorld {

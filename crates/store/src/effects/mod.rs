@@ -21,18 +21,51 @@ pub(crate) enum Mode {
     Stale,
 }
 
+/// What an effect did.
+#[derive(Debug, Default)]
+pub(crate) struct Effected {
+    /// Spark contacts it changed (one outbox row each).
+    pub contacts: Vec<String>,
+    /// Whether it changed current state; `false` means every row it touches already holds a
+    /// newer event (history only: outcome `stale`).
+    pub changed: bool,
+}
+
+impl Effected {
+    fn by_mode(mode: Mode, contacts: Vec<String>) -> Effected {
+        Effected {
+            contacts,
+            changed: mode == Mode::Apply,
+        }
+    }
+}
+
 pub(crate) async fn apply(
     tx: &Transaction<'_>,
     event: &DecodedEvent,
     envelope_id: Uuid,
     mode: Mode,
-) -> Result<Vec<String>, StoreError> {
+) -> Result<Effected, StoreError> {
     match &event.effect {
-        Effect::SparkContact(c) => contacts::apply(tx, c, event, envelope_id, mode).await,
-        Effect::SparkLoop(l) => sparkloop::apply(tx, l, event).await.map(|()| Vec::new()),
-        Effect::Lead(l) => leads::apply(tx, l, event, mode).await.map(|()| Vec::new()),
-        Effect::Widget(w) => leads::widget(tx, w, event).await.map(|()| Vec::new()),
-        Effect::HealthSherpa(h) => healthsherpa::apply(tx, h, event, mode).await.map(|()| Vec::new()),
-        Effect::RecordOnly => Ok(Vec::new()),
+        Effect::SparkContact(c) => Ok(Effected::by_mode(
+            mode,
+            contacts::apply(tx, c, event, envelope_id, mode).await?,
+        )),
+        Effect::SparkLoop(l) => sparkloop::apply(tx, l, event)
+            .await
+            .map(|()| Effected::by_mode(mode, Vec::new())),
+        Effect::Lead(l) => leads::apply(tx, l, event, mode)
+            .await
+            .map(|()| Effected::by_mode(mode, Vec::new())),
+        Effect::Widget(w) => leads::widget(tx, w, event)
+            .await
+            .map(|()| Effected::by_mode(mode, Vec::new())),
+        Effect::HealthSherpa(h) => healthsherpa::apply(tx, h, event, mode)
+            .await
+            .map(|changed| Effected {
+                contacts: Vec::new(),
+                changed,
+            }),
+        Effect::RecordOnly => Ok(Effected::by_mode(mode, Vec::new())),
     }
 }

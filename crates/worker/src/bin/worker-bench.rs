@@ -119,11 +119,11 @@ fn fresh_database(tag: &str) -> anyhow::Result<String> {
 }
 
 async fn store(db: &str, connections: usize) -> anyhow::Result<Store> {
-    let store = Store::new(&StoreConfig {
-        url: format!("{PG}/{db}"),
-        max_connections: connections,
-        connect_timeout: Duration::from_secs(10),
-    })?;
+    let store = Store::new(&StoreConfig::new(
+        format!("{PG}/{db}"),
+        connections,
+        Duration::from_secs(10),
+    ))?;
     store.migrate().await?;
     Ok(store)
 }
