@@ -8,6 +8,7 @@
 //!   outbox rows for changed contacts;
 //! - `effects`: what each provider's events change in the domain tables;
 //! - [`dead_letters`]: the one dead-letter store (record, list, replay bookkeeping, purge);
+//! - [`operator`]: an operator's release or drop of a parked event;
 //! - [`trace`]: one webhook's life read back for `intake trace`, and parked events for operators;
 //! - [`maintenance`]: dead letters, the parked-event sweeper (`FOR UPDATE SKIP LOCKED`),
 //!   retention of every growing table in batches, and the numbers behind the gauges.
@@ -20,6 +21,7 @@ pub mod dead_letters;
 mod effects;
 mod error;
 pub mod maintenance;
+pub mod operator;
 pub mod pool;
 pub mod sync;
 pub mod trace;
@@ -30,5 +32,6 @@ pub use apply::{
 pub use dead_letters::{DeadLetterFilter, DeadLetterRow, NewDeadLetter};
 pub use error::StoreError;
 pub use maintenance::{DeadLetter, DeadLetterSink, ExpiredParked, ORDERING_TIMEOUT, ParkedStats, Retained};
+pub use operator::{DROPPED_BY_OPERATOR, Dropped, ManualRelease};
 pub use pool::{SessionBounds, Store, StoreConfig};
 pub use trace::{ParkedRow, TraceStep};
