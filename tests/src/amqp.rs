@@ -103,7 +103,7 @@ pub async fn test_broker(tag: &str, tiers: &str) -> (intake_broker::Topology, in
     let topology = intake_broker::Topology::new(crate::unique_name(tag), tiers)
         .with_queue_expiry(Some(Duration::from_secs(crate::TEST_QUEUE_EXPIRY_SECS)));
     let publisher = intake_broker::Publisher::start(intake_broker::PublisherConfig {
-        amqp_url: AMQP_URL.to_owned(),
+        amqp_url: AMQP_URL.into(),
         topology: topology.clone(),
         channels: 2,
         confirm_timeout: Duration::from_secs(5),

@@ -29,7 +29,7 @@ impl RunningReceiver {
         tune: impl FnOnce(&mut ReceiverConfig),
     ) -> RunningReceiver {
         let mut config = ReceiverConfig::local_defaults();
-        config.broker.amqp_url = amqp_url.to_owned();
+        config.broker.amqp_url = amqp_url.into();
         config.broker.queue_prefix = crate::unique_name("rcv");
         // Short tiers: tests that retry should not wait minutes.
         config.broker.retry_tiers = "1s,2s".into();

@@ -622,3 +622,136 @@ async fn connections_are_bounded_and_idle_ones_closed() {
     probe.cleanup(&receiver.topology).await;
     receiver.stop().await.expect("clean stop");
 }
+
+/// Writes a raw HTTP/1.1 request head, then `body` in pieces `pause` apart, and returns the
+/// status line's code (the server may answer before the body is complete).
+async fn raw_post(
+    addr: std::net::SocketAddr,
+    head: &str,
+    body: &[u8],
+    pieces: usize,
+    pause: Duration,
+) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(head.as_bytes()).await.expect("head");
+    let (mut read_half, mut write_half) = tokio::io::split(stream);
+    // Writes the pieces, then waits: the answer ends the exchange, not the writer.
+    let writer = async move {
+        for piece in body.chunks(body.len().div_ceil(pieces.max(1)).max(1)) {
+            if write_half.write_all(piece).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+        }
+        std::future::pending::<()>().await;
+    };
+    let reader = async move {
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 256];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            match read_half.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+        answer
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(20), async {
+        tokio::select! {
+            answer = reader => answer,
+            () = writer => unreachable!("the writer never finishes"),
+        }
+    })
+    .await
+    .expect("an answer within 20 s");
+    let line = String::from_utf8_lossy(&answer);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {line:?}"))
+}
+
+#[tokio::test]
+async fn body_limit_and_deadline_come_after_the_header_checks_and_answer_without_text() {
+    let receiver = RunningReceiver::start(AMQP_URL, ENDPOINTS, &secrets(), |c| {
+        c.max_body_bytes = 1024;
+        c.body_timeout_ms = 600;
+    })
+    .await;
+    receiver.wait_ready().await;
+    let probe = QueueProbe::connect().await;
+    let client = Client::new();
+    let url = receiver.url("hs");
+    let auth = [("authorization", "Bearer hs-bearer".to_owned())];
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(2000));
+
+    // Too large and unauthenticated, or not JSON: the header checks answer first.
+    assert_eq!(post(&client, &url, &[], big.as_bytes()).await.status(), 401);
+    assert_eq!(
+        post(&client, &receiver.url("nope"), &auth, big.as_bytes())
+            .await
+            .status(),
+        404
+    );
+    let r = client
+        .post(&url)
+        .header("authorization", "Bearer hs-bearer")
+        .header("content-type", "text/plain")
+        .body(big.clone());
+    assert_eq!(r.send().await.expect("send").status(), 415);
+    // Declared too large: 413 from the body limit, with no text in the body.
+    let r = post(&client, &url, &auth, big.as_bytes()).await;
+    assert_eq!(r.status(), 413);
+    assert!(
+        r.bytes().await.expect("body").is_empty(),
+        "no error text in a 413"
+    );
+
+    // A body that stops arriving: 408 once the deadline passes.
+    let head = |len: usize| {
+        format!(
+            "POST /webhooks/hs HTTP/1.1\r\nhost: x\r\nauthorization: Bearer hs-bearer\r\n\
+             content-type: application/json\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n"
+        )
+    };
+    let started = std::time::Instant::now();
+    assert_eq!(
+        raw_post(receiver.addr, &head(100), b"{\"a\":", 1, Duration::from_secs(5)).await,
+        408
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "408 at the deadline, not at the pause's end"
+    );
+    // A body trickling in a byte every 100 ms keeps the connection busy but still misses the
+    // deadline for the whole body (600 ms for 20 bytes): the deadline is not per chunk.
+    let trickle = br#"{"a":"xxxxxxxxxxxx"}"#;
+    assert_eq!(trickle.len(), 20);
+    assert_eq!(
+        raw_post(
+            receiver.addr,
+            &head(trickle.len()),
+            trickle,
+            trickle.len(),
+            Duration::from_millis(100)
+        )
+        .await,
+        408
+    );
+    // The same body sent at once is accepted.
+    assert_eq!(
+        raw_post(receiver.addr, &head(trickle.len()), trickle, 1, Duration::ZERO).await,
+        200
+    );
+    assert_eq!(
+        probe
+            .drain(&receiver.topology.provider_queue(Provider::HealthSherpa))
+            .await
+            .len(),
+        1
+    );
+    assert_all_queues_empty(&probe, &receiver).await;
+    probe.cleanup(&receiver.topology).await;
+    receiver.stop().await.expect("clean stop");
+}

@@ -265,7 +265,7 @@ async fn an_edited_migration_is_refused_and_the_worker_does_not_start() {
     // A worker on that database stops at start with that error instead of retrying forever.
     let mut config = intake_worker::WorkerConfig::local_defaults();
     config.listen_addr = "127.0.0.1:0".parse().expect("addr");
-    config.database_url = db.url.clone();
+    config.database_url = db.url.clone().into();
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
         .expect("bind");

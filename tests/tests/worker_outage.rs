@@ -42,7 +42,7 @@ async fn events_are_retried_while_postgres_is_cut_and_applied_once_it_is_back() 
         .await
         .expect("proxy");
     let mut config = world.worker_config();
-    config.database_url = world.db.url_via(proxy.addr());
+    config.database_url = world.db.url_via(proxy.addr()).into();
     let worker = world.start_worker(config).await;
     world.publish(Provider::Spark, contact(1)).await;
     world
@@ -92,7 +92,7 @@ async fn a_worker_cut_off_after_commit_before_ack_sees_the_redelivery_as_a_dupli
             .expect("proxy"),
     );
     let mut config = world.worker_config();
-    config.broker.amqp_url = format!("amqp://guest:guest@{}/%2f", proxy.addr());
+    config.broker.amqp_url = format!("amqp://guest:guest@{}/%2f", proxy.addr()).into();
     let fired = Arc::new(AtomicBool::new(false));
     let hooks = Hooks {
         after_commit: Some({

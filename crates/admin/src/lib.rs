@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use intake_broker::{BrokerSettings, Publisher, PublisherConfig, Topology};
 use intake_store::{Store, StoreConfig, StoreError};
+use secrecy::{ExposeSecret, SecretString};
 
 pub use when::{parse_duration, parse_when};
 
@@ -42,15 +43,9 @@ pub struct AdminConfig {
     #[command(flatten)]
     pub broker: BrokerSettings,
 
-    /// Postgres URL (may hold a password: never logged).
-    #[arg(
-        long = "database-url",
-        env = "INTAKE_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/intake",
-        hide_env_values = true,
-        hide = true
-    )]
-    pub database_url: String,
+    /// Postgres URL, from `INTAKE_DATABASE_URL` only (may hold a password: never logged, no flag).
+    #[arg(skip = intake_store::database_url_from_env())]
+    pub database_url: SecretString,
 
     /// RabbitMQ's Prometheus endpoint, for the unacked counts of `status` (optional).
     #[arg(
@@ -235,7 +230,9 @@ pub async fn run(command: OperatorCommand) -> ExitCode {
             OperatorCommand::DeadLetters(c) => dead_letters::run(&admin, c).await,
             OperatorCommand::Parked(c) => parked::run(&admin, c).await,
             OperatorCommand::Trace(a) => trace::run(&admin, a).await,
-            OperatorCommand::Status(a) => status::run(&admin, &amqp_url, &metrics_url, a).await,
+            OperatorCommand::Status(a) => {
+                status::run(&admin, amqp_url.expose_secret(), &metrics_url, a).await
+            }
         }
     }
     .await;

@@ -23,6 +23,7 @@ use futures_util::{FutureExt, StreamExt};
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -34,7 +35,7 @@ use crate::{BrokerError, Topology, metrics as m, topology};
 #[derive(Clone)]
 pub struct ConsumerConfig {
     /// AMQP URL (may hold a password: never logged).
-    pub amqp_url: String,
+    pub amqp_url: SecretString,
     /// Declared at every (re)connect, so the queues exist.
     pub topology: Topology,
     /// Queues to consume.
@@ -264,7 +265,7 @@ impl Consumer {
     ) -> Result<(Connection, Vec<(Channel, lapin::Consumer, String)>), BrokerError> {
         let config = &self.config;
         let properties = ConnectionProperties::default().with_connection_name(config.role.into());
-        let connection = Connection::connect(&config.amqp_url, properties).await?;
+        let connection = Connection::connect(config.amqp_url.expose_secret(), properties).await?;
         let mut channels = Vec::with_capacity(config.queues.len());
         for (i, queue) in config.queues.iter().enumerate() {
             let channel = connection.create_channel().await?;

@@ -19,6 +19,7 @@ use intake_core::Envelope;
 use lapin::Confirmation;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Event};
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -29,7 +30,7 @@ use crate::{BrokerError, Topology, codec, metrics as m, topology};
 #[derive(Clone)]
 pub struct PublisherConfig {
     /// AMQP URL, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f` (may hold a password: never logged).
-    pub amqp_url: String,
+    pub amqp_url: SecretString,
     /// Names to declare and publish to.
     pub topology: Topology,
     /// Confirm-mode channels to spread publishes over (at least 1).
@@ -203,7 +204,7 @@ impl Publisher {
 
 async fn connect_once(config: &PublisherConfig) -> Result<Session, BrokerError> {
     let properties = ConnectionProperties::default().with_connection_name(config.role.into());
-    let connection = Connection::connect(&config.amqp_url, properties).await?;
+    let connection = Connection::connect(config.amqp_url.expose_secret(), properties).await?;
     let mut channels = Vec::with_capacity(config.channels.max(1));
     for i in 0..config.channels.max(1) {
         let channel = connection.create_channel().await?;

@@ -1,24 +1,36 @@
 //! The broker settings every intake process shares (`INTAKE_AMQP_URL`, `INTAKE_QUEUE_PREFIX`,
 //! `INTAKE_RETRY_TIERS`, `INTAKE_QUEUE_EXPIRES_SECS`), declared once and flattened into each
 //! binary's configuration, and the validated [`Topology`] they describe.
+//!
+//! The AMQP URL may hold a password, so it is read from the environment only — never a
+//! command-line flag, which would show in `ps` — and kept as a [`SecretString`].
 
 use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::Topology;
 use crate::topology::parse_retry_tiers;
 
+/// `INTAKE_AMQP_URL` when unset: a local RabbitMQ with its default user.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// A secret from environment variable `var`; `None` when unset or empty. Secrets are never
+/// command-line flags: a flag's value is visible to every user in `ps`.
+pub fn secret_from_env(var: &str) -> Option<SecretString> {
+    std::env::var(var)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(SecretString::from)
+}
+
 /// Where RabbitMQ is and how our names on it look. Flatten into a binary's config with
 /// `#[command(flatten)]`.
-#[derive(Clone, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct BrokerSettings {
-    /// AMQP URL of RabbitMQ (holds a password: never logged).
-    #[arg(
-        long,
-        env = "INTAKE_AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
-        hide_env_values = true
-    )]
-    pub amqp_url: String,
+    /// AMQP URL of RabbitMQ, from `INTAKE_AMQP_URL` only (holds a password: never logged, no flag).
+    #[arg(skip = secret_from_env("INTAKE_AMQP_URL").unwrap_or_else(|| DEFAULT_AMQP_URL.into()))]
+    pub amqp_url: SecretString,
 
     /// Prefix of every exchange and queue name.
     #[arg(long, env = "INTAKE_QUEUE_PREFIX", default_value = "intake")]
@@ -32,17 +44,6 @@ pub struct BrokerSettings {
     /// environments; unset (never) in production. Every process of a prefix must agree.
     #[arg(long, env = "INTAKE_QUEUE_EXPIRES_SECS")]
     pub queue_expires_secs: Option<u64>,
-}
-
-impl std::fmt::Debug for BrokerSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BrokerSettings")
-            .field("amqp_url", &"<redacted>")
-            .field("queue_prefix", &self.queue_prefix)
-            .field("retry_tiers", &self.retry_tiers)
-            .field("queue_expires_secs", &self.queue_expires_secs)
-            .finish()
-    }
 }
 
 /// A broker setting that is unusable; names the variable, never its value.
@@ -62,7 +63,8 @@ impl BrokerSettings {
             variable,
             problem: problem.to_owned(),
         };
-        if !self.amqp_url.starts_with("amqp://") && !self.amqp_url.starts_with("amqps://") {
+        let url = self.amqp_url.expose_secret();
+        if !url.starts_with("amqp://") && !url.starts_with("amqps://") {
             return Err(invalid("INTAKE_AMQP_URL", "must start with amqp:// or amqps://"));
         }
         if self.queue_prefix.is_empty() {
@@ -104,6 +106,19 @@ mod tests {
         let mut bad = settings();
         bad.amqp_url = "http://x".into();
         assert_eq!(bad.topology().expect_err("url").variable, "INTAKE_AMQP_URL");
-        assert!(!format!("{:?}", settings()).contains("guest:guest"));
+        assert!(!format!("{:?}", settings()).contains("guest"));
+    }
+
+    #[test]
+    fn the_amqp_url_is_no_command_line_flag() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            broker: BrokerSettings,
+        }
+        use clap::Parser;
+        assert!(Cli::try_parse_from(["x", "--amqp-url", "amqp://u:p@h/%2f"]).is_err());
+        let cli = Cli::try_parse_from(["x", "--queue-prefix", "q"]).expect("parse");
+        assert_eq!(cli.broker.queue_prefix, "q");
     }
 }

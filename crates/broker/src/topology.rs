@@ -208,6 +208,21 @@ fn quorum_args(dead_letter_exchange: &str) -> FieldTable {
     args
 }
 
+/// Connects to `amqp_url`, [`declare`]s the whole topology and disconnects: what `intake
+/// migrate` runs, so the topology exists before any role starts (each role declares it again
+/// at every connect anyway).
+pub async fn declare_at(amqp_url: &str, topology: &Topology) -> Result<(), BrokerError> {
+    let properties = lapin::ConnectionProperties::default().with_connection_name("migrate".into());
+    let connection = lapin::Connection::connect(amqp_url, properties).await?;
+    let declared = async {
+        let channel = connection.create_channel().await?;
+        declare(&channel, topology).await
+    }
+    .await;
+    let _ = connection.close(200, "done".into()).await;
+    declared
+}
+
 /// Declares the whole topology. Idempotent: declaring an existing exchange or queue with the same
 /// arguments is a no-op, so every process calls this at start (and after each reconnect).
 pub async fn declare(channel: &Channel, topology: &Topology) -> Result<(), BrokerError> {

@@ -25,8 +25,8 @@ pub const KEPT_HEADERS: &[&str] = &[
     "traceparent",
 ];
 
-/// One accepted webhook.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One accepted webhook. Its `Debug` shows the body's length, never its bytes (they may hold PHI).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Envelope {
     /// UUIDv7 assigned on receipt: unique, and sortable by receipt time.
     pub id: Uuid,
@@ -40,6 +40,19 @@ pub struct Envelope {
     pub headers: Vec<(String, String)>,
     /// The request body exactly as received.
     pub body: Bytes,
+}
+
+impl std::fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Envelope")
+            .field("id", &self.id)
+            .field("endpoint", &self.endpoint)
+            .field("provider", &self.provider)
+            .field("received_at", &self.received_at)
+            .field("headers", &self.headers)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 impl Envelope {
@@ -66,5 +79,28 @@ impl Envelope {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_the_body_length_never_its_bytes() {
+        let body = br#"{"details":{"first_name":"Carmela","ssn":"078-05-1120"}}"#;
+        let envelope = Envelope::new(
+            "spark-a",
+            Provider::Spark,
+            vec![("content-type".into(), "application/json".into())],
+            Bytes::from_static(body),
+        );
+        let shown = format!("{envelope:?}");
+        assert!(shown.contains(&format!("body_len: {}", body.len())), "{shown}");
+        for secret in ["Carmela", "078-05-1120", "first_name", "details"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        let pretty = format!("{envelope:#?}");
+        assert!(!pretty.contains("Carmela"), "{pretty}");
     }
 }

@@ -6,14 +6,15 @@ use std::time::{Duration, Instant};
 
 use reqwest::RequestBuilder;
 use reqwest::header::HeaderValue;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
 
 use crate::api::{self, TokenResponse};
-use crate::config::{Auth, HealthSherpaConfig, Secret};
+use crate::config::{Auth, HealthSherpaConfig};
 use crate::{HealthSherpaError, metrics};
 
 struct CachedToken {
-    token: Secret,
+    token: SecretString,
     expires_at: Instant,
 }
 
@@ -36,7 +37,7 @@ impl TokenCache {
         &self,
         http: &reqwest::Client,
         config: &HealthSherpaConfig,
-    ) -> Result<Secret, HealthSherpaError> {
+    ) -> Result<SecretString, HealthSherpaError> {
         let Auth::OAuth {
             refresh_before_expiry,
             ..
@@ -63,9 +64,12 @@ impl TokenCache {
 
     /// Forgets `refused` (a token the API answered 401 to), unless another request already
     /// replaced it — so a burst of 401s leads to one refresh, not one each.
-    pub async fn invalidate(&self, refused: &Secret) {
+    pub async fn invalidate(&self, refused: &SecretString) {
         let mut current = self.current.lock().await;
-        if current.as_ref().is_some_and(|c| c.token == *refused) {
+        if current
+            .as_ref()
+            .is_some_and(|c| c.token.expose_secret() == refused.expose_secret())
+        {
             *current = None;
         }
     }
@@ -74,7 +78,7 @@ impl TokenCache {
 async fn fetch(
     http: &reqwest::Client,
     config: &HealthSherpaConfig,
-) -> Result<(Secret, Duration), HealthSherpaError> {
+) -> Result<(SecretString, Duration), HealthSherpaError> {
     let Auth::OAuth {
         client_id,
         client_secret,
@@ -87,7 +91,7 @@ async fn fetch(
     let form = [
         ("grant_type", "client_credentials"),
         ("client_id", client_id.as_str()),
-        ("client_secret", client_secret.expose()),
+        ("client_secret", client_secret.expose_secret()),
         ("scope", scope.as_str()),
     ];
     let url = format!("{}{}", config.base(), api::TOKEN_PATH);
@@ -116,7 +120,7 @@ async fn fetch(
         ));
     }
     let lifetime = Duration::from_secs(token.expires_in.unwrap_or(api::DEFAULT_TOKEN_LIFETIME_SECS));
-    Ok((Secret::new(token.access_token), lifetime))
+    Ok((SecretString::from(token.access_token), lifetime))
 }
 
 /// Adds the credentials of `config` to `request`; returns the bearer token used, if any (so a
@@ -126,10 +130,10 @@ pub(crate) async fn authorize(
     http: &reqwest::Client,
     config: &HealthSherpaConfig,
     tokens: &TokenCache,
-) -> Result<(RequestBuilder, Option<Secret>), HealthSherpaError> {
+) -> Result<(RequestBuilder, Option<SecretString>), HealthSherpaError> {
     match &config.auth {
         Auth::ApiKey { api_key, .. } => {
-            let mut value = HeaderValue::from_str(api_key.expose())
+            let mut value = HeaderValue::from_str(api_key.expose_secret())
                 .map_err(|_| HealthSherpaError::Config("API key is not a valid header value".into()))?;
             // Sensitive: kept out of reqwest's and hyper's debug output.
             value.set_sensitive(true);
@@ -137,7 +141,7 @@ pub(crate) async fn authorize(
         }
         Auth::OAuth { .. } => {
             let token = tokens.get(http, config).await?;
-            Ok((request.bearer_auth(token.expose()), Some(token)))
+            Ok((request.bearer_auth(token.expose_secret()), Some(token)))
         }
     }
 }

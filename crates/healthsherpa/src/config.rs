@@ -1,39 +1,12 @@
 //! How the client reaches HealthSherpa: base URL, authentication mode and timeouts. Plain data;
-//! the sync binary reads it from the environment. Secrets are wrapped in [`Secret`], whose
+//! the sync binary reads it from the environment. Credentials are `secrecy` secrets, whose
 //! `Debug` never shows them.
 
-use std::fmt;
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
+
 use crate::HealthSherpaError;
-
-/// A credential: readable only through [`Secret::expose`], shown as `<redacted>` by `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a credential.
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The credential itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(value: &str) -> Secret {
-        Secret::new(value)
-    }
-}
 
 /// The two integration modes of the partner API.
 #[derive(Debug, Clone)]
@@ -42,7 +15,7 @@ pub enum Auth {
     /// carry the agent's email, which must match the agent's HealthSherpa account.
     ApiKey {
         /// The partner API key.
-        api_key: Secret,
+        api_key: SecretString,
         /// Agent email used for searches when the contact names no agent of its own.
         default_agent_email: Option<String>,
     },
@@ -52,7 +25,7 @@ pub enum Auth {
         /// OAuth client id.
         client_id: String,
         /// OAuth client secret.
-        client_secret: Secret,
+        client_secret: SecretString,
         /// Scope requested (HealthSherpa names `partner_api_v2`).
         scope: String,
         /// Refresh a token this long before it expires, so a request never carries one that
@@ -106,16 +79,16 @@ impl HealthSherpaConfig {
             )));
         }
         match &self.auth {
-            Auth::ApiKey { api_key, .. } if api_key.expose().is_empty() => {
+            Auth::ApiKey { api_key, .. } if api_key.expose_secret().is_empty() => {
                 Err(HealthSherpaError::Config("v1 API key is empty".into()))
             }
             Auth::OAuth {
                 client_id,
                 client_secret,
                 ..
-            } if client_id.is_empty() || client_secret.expose().is_empty() => Err(HealthSherpaError::Config(
-                "v2 OAuth client id or secret is empty".into(),
-            )),
+            } if client_id.is_empty() || client_secret.expose_secret().is_empty() => Err(
+                HealthSherpaError::Config("v2 OAuth client id or secret is empty".into()),
+            ),
             _ => Ok(()),
         }
     }
@@ -136,7 +109,7 @@ mod tests {
             "http://x",
             Auth::OAuth {
                 client_id: "client".into(),
-                client_secret: Secret::new("s3cr3t-value"),
+                client_secret: SecretString::from("s3cr3t-value"),
                 scope: "partner_api_v2".into(),
                 refresh_before_expiry: Duration::from_secs(60),
             },
@@ -144,7 +117,7 @@ mod tests {
         let shown = format!("{config:?}");
         assert!(!shown.contains("s3cr3t-value"), "{shown}");
         let v1 = Auth::ApiKey {
-            api_key: Secret::new("key-123456"),
+            api_key: SecretString::from("key-123456"),
             default_agent_email: None,
         };
         assert!(!format!("{v1:?}").contains("key-123456"));
@@ -153,7 +126,7 @@ mod tests {
     #[test]
     fn validation_names_the_problem() {
         let key = Auth::ApiKey {
-            api_key: Secret::new("k"),
+            api_key: SecretString::from("k"),
             default_agent_email: None,
         };
         assert!(
@@ -163,7 +136,7 @@ mod tests {
         );
         assert!(HealthSherpaConfig::new("https://x/", key).validate().is_ok());
         let empty = Auth::ApiKey {
-            api_key: Secret::new(""),
+            api_key: SecretString::from(""),
             default_agent_email: None,
         };
         assert!(HealthSherpaConfig::new("https://x", empty).validate().is_err());

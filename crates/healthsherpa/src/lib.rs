@@ -27,6 +27,6 @@ pub mod mapping;
 pub mod metrics;
 
 pub use client::{HealthSherpaClient, SyncedContact};
-pub use config::{Auth, HealthSherpaConfig, Secret};
+pub use config::{Auth, HealthSherpaConfig};
 pub use error::HealthSherpaError;
 pub use mapping::{Address, ContactForSync, Medicare};

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use intake_healthsherpa::{
     Address, Auth, ContactForSync, HealthSherpaClient, HealthSherpaConfig, HealthSherpaError, Medicare,
-    Secret,
 };
+use secrecy::SecretString;
 use serde_json::json;
 use wiremock::matchers::{
     body_json, body_partial_json, body_string_contains, header, method, path, query_param,
@@ -15,7 +15,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 fn v1(server: &MockServer) -> HealthSherpaClient {
     let auth = Auth::ApiKey {
-        api_key: Secret::new("key-1"),
+        api_key: SecretString::from("key-1"),
         default_agent_email: Some("agent@example.com".into()),
     };
     HealthSherpaClient::new(HealthSherpaConfig::new(server.uri(), auth)).expect("client")
@@ -24,7 +24,7 @@ fn v1(server: &MockServer) -> HealthSherpaClient {
 fn v2(server: &MockServer) -> HealthSherpaClient {
     let auth = Auth::OAuth {
         client_id: "client-1".into(),
-        client_secret: Secret::new("secret-1"),
+        client_secret: SecretString::from("secret-1"),
         scope: "partner_api_v2".into(),
         refresh_before_expiry: Duration::from_secs(60),
     };
@@ -124,7 +124,7 @@ async fn search_carries_external_id_and_agent_email_in_v1() {
     assert_eq!(hit.id, "hs-9");
     // A v1 search without any agent email is refused before a request.
     let auth = Auth::ApiKey {
-        api_key: Secret::new("k"),
+        api_key: SecretString::from("k"),
         default_agent_email: None,
     };
     let bare = HealthSherpaClient::new(HealthSherpaConfig::new(server.uri(), auth)).expect("client");
@@ -174,7 +174,7 @@ async fn server_errors_and_timeouts_are_transient() {
         .mount(&server)
         .await;
     let auth = Auth::ApiKey {
-        api_key: Secret::new("k"),
+        api_key: SecretString::from("k"),
         default_agent_email: None,
     };
     let mut config = HealthSherpaConfig::new(server.uri(), auth);
@@ -197,7 +197,7 @@ async fn server_errors_and_timeouts_are_transient() {
         .local_addr()
         .expect("addr");
     let auth = Auth::ApiKey {
-        api_key: Secret::new("k"),
+        api_key: SecretString::from("k"),
         default_agent_email: None,
     };
     let dead =

@@ -5,38 +5,17 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, KeyInit, Mac};
 use http::HeaderMap;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// A secret value: redacted from `Debug`, compared in constant time.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: String) -> Secret {
-        Secret(value)
-    }
-
-    /// The secret itself, for the few places that must use it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Constant-time equality. Both sides are hashed first so neither the content nor the length
-    /// of the secret leaks through timing.
-    pub fn matches(&self, presented: &[u8]) -> bool {
-        let a = Sha256::digest(self.0.as_bytes());
-        let b = Sha256::digest(presented);
-        a.as_slice().ct_eq(b.as_slice()).into()
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
+/// Constant-time comparison of a presented credential with a secret. Both sides are hashed
+/// first so neither the content nor the length of the secret leaks through timing.
+pub fn matches(secret: &SecretString, presented: &[u8]) -> bool {
+    let a = Sha256::digest(secret.expose_secret().as_bytes());
+    let b = Sha256::digest(presented);
+    a.as_slice().ct_eq(b.as_slice()).into()
 }
 
 /// How an HMAC signature header is encoded.
@@ -63,25 +42,29 @@ impl std::fmt::Debug for StandardVerifiers {
 #[derive(Debug)]
 pub enum AuthCheck {
     /// Header (lowercase name) equals the token.
-    HeaderToken { header: String, token: Secret },
+    HeaderToken { header: String, token: SecretString },
     /// The URL's token segment equals the token.
-    PathToken(Secret),
+    PathToken(SecretString),
     /// `Authorization: Bearer <token>`.
-    Bearer(Secret),
+    Bearer(SecretString),
     /// `Authorization: Basic base64(username:password)`.
-    Basic { username: Secret, password: Secret },
+    Basic {
+        username: SecretString,
+        password: SecretString,
+    },
     /// HMAC-SHA256 of the raw body in a header (lowercase name).
     HmacSha256 {
         header: String,
-        key: Secret,
+        key: SecretString,
         encoding: SignatureEncoding,
     },
     /// Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`), 5 min tolerance.
     StandardWebhooks(StandardVerifiers),
 }
 
-/// What a request presents; the body only once it has been read.
-#[derive(Debug, Clone, Copy)]
+/// What a request presents; the body only once it has been read. Its `Debug` shows neither
+/// credentials nor body bytes.
+#[derive(Clone, Copy)]
 pub struct Presented<'a> {
     /// Request headers.
     pub headers: &'a HeaderMap,
@@ -89,6 +72,16 @@ pub struct Presented<'a> {
     pub path_token: Option<&'a str>,
     /// The raw body (`None` before it has been read).
     pub body: Option<&'a [u8]>,
+}
+
+impl std::fmt::Debug for Presented<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Presented")
+            .field("headers", &self.headers.len())
+            .field("path_token", &self.path_token.map(|_| "<redacted>"))
+            .field("body_len", &self.body.map(<[u8]>::len))
+            .finish()
+    }
 }
 
 impl AuthCheck {
@@ -116,10 +109,10 @@ impl AuthCheck {
             AuthCheck::HeaderToken { header, token } => req
                 .headers
                 .get(header.as_str())
-                .is_some_and(|v| token.matches(v.as_bytes())),
-            AuthCheck::PathToken(token) => req.path_token.is_some_and(|t| token.matches(t.as_bytes())),
+                .is_some_and(|v| matches(token, v.as_bytes())),
+            AuthCheck::PathToken(token) => req.path_token.is_some_and(|t| matches(token, t.as_bytes())),
             AuthCheck::Bearer(token) => {
-                authorization(req.headers, "bearer").is_some_and(|t| token.matches(t.as_bytes()))
+                authorization(req.headers, "bearer").is_some_and(|t| matches(token, t.as_bytes()))
             }
             AuthCheck::Basic { username, password } => {
                 let Some(encoded) = authorization(req.headers, "basic") else {
@@ -132,8 +125,8 @@ impl AuthCheck {
                     return false;
                 };
                 // Evaluate both halves so the time taken does not tell which one was wrong.
-                let user_ok = username.matches(&decoded[..colon]);
-                let pass_ok = password.matches(&decoded[colon + 1..]);
+                let user_ok = matches(username, &decoded[..colon]);
+                let pass_ok = matches(password, &decoded[colon + 1..]);
                 user_ok & pass_ok
             }
             AuthCheck::HmacSha256 {
@@ -152,7 +145,7 @@ impl AuthCheck {
                     SignatureEncoding::Base64 => BASE64.decode(value).ok(),
                 };
                 let Some(signature) = signature else { return false };
-                let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key.expose().as_bytes()) else {
+                let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key.expose_secret().as_bytes()) else {
                     return false;
                 };
                 mac.update(body);
@@ -208,7 +201,7 @@ mod tests {
     fn hmac_accepts_hex_with_or_without_prefix_and_rejects_tampering() {
         let check = AuthCheck::HmacSha256 {
             header: "x-sig".into(),
-            key: Secret::new("k".into()),
+            key: SecretString::from("k"),
             encoding: SignatureEncoding::Hex,
         };
         let body = br#"{"a":1}"#;
@@ -240,8 +233,8 @@ mod tests {
     #[test]
     fn basic_needs_both_parts_right() {
         let check = AuthCheck::Basic {
-            username: Secret::new("u".into()),
-            password: Secret::new("p".into()),
+            username: SecretString::from("u"),
+            password: SecretString::from("p"),
         };
         let ok = headers(&[("authorization", &format!("Basic {}", BASE64.encode("u:p")))]);
         let bad = headers(&[("authorization", &format!("Basic {}", BASE64.encode("u:x")))]);
@@ -264,10 +257,28 @@ mod tests {
     }
 
     #[test]
-    fn secrets_never_show_in_debug() {
-        let s = Secret::new("hunter2".into());
-        assert!(!format!("{s:?}").contains("hunter2"));
-        assert!(s.matches(b"hunter2"));
-        assert!(!s.matches(b"hunter"));
+    fn secrets_and_bodies_never_show_in_debug() {
+        let s = SecretString::from("hunter2");
+        assert!(matches(&s, b"hunter2"));
+        assert!(!matches(&s, b"hunter"));
+        let check = AuthCheck::Basic {
+            username: SecretString::from("spark-user"),
+            password: s,
+        };
+        let shown = format!("{check:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("spark-user"),
+            "{shown}"
+        );
+        let h = headers(&[("authorization", "Bearer hunter2")]);
+        let presented = Presented {
+            headers: &h,
+            path_token: Some("path-secret"),
+            body: Some(br#"{"ssn":"078-05-1120"}"#),
+        };
+        let shown = format!("{presented:?}");
+        for leak in ["hunter2", "path-secret", "078-05-1120"] {
+            assert!(!shown.contains(leak), "{shown}");
+        }
     }
 }

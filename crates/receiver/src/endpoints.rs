@@ -11,9 +11,10 @@
 use std::collections::HashMap;
 
 use intake_core::Provider;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::auth::{AuthCheck, Secret, SignatureEncoding};
+use crate::auth::{AuthCheck, SignatureEncoding};
 
 /// The TOML document: a list of endpoints.
 #[derive(Debug, Deserialize)]
@@ -153,9 +154,9 @@ pub fn resolve(
         {
             return Err(ConfigError::StandardWithoutSignature(spec.name));
         }
-        let secret = |var: &str| -> Result<Secret, ConfigError> {
+        let secret = |var: &str| -> Result<SecretString, ConfigError> {
             match env(var) {
-                Some(v) if !v.is_empty() => Ok(Secret::new(v)),
+                Some(v) if !v.is_empty() => Ok(SecretString::from(v)),
                 _ => Err(ConfigError::MissingSecret {
                     endpoint: spec.name.clone(),
                     var: var.to_owned(),
@@ -175,7 +176,7 @@ pub fn resolve(
                     username,
                     password_env,
                 } => AuthCheck::Basic {
-                    username: Secret::new(username.clone()),
+                    username: SecretString::from(username.as_str()),
                     password: secret(password_env)?,
                 },
                 AuthSpec::HmacSha256 {
@@ -188,7 +189,7 @@ pub fn resolve(
                     encoding: *encoding,
                 },
                 AuthSpec::StandardWebhooks { secret_env } => {
-                    AuthCheck::standard_webhooks(secret(secret_env)?.expose()).ok_or_else(|| {
+                    AuthCheck::standard_webhooks(secret(secret_env)?.expose_secret()).ok_or_else(|| {
                         ConfigError::BadSecret {
                             endpoint: spec.name.clone(),
                             var: secret_env.clone(),

@@ -1,20 +1,30 @@
-//! The webhook route: endpoint lookup → authentication → content type → size-limited body →
-//! body signature → JSON well-formedness → confirmed publish → answer.
+//! The webhook route, in two stages around tower-http's body limit:
 //!
-//! Answers carry no body (SparkLoop requires a blank 200, and no error text leaks); the status
-//! says everything: 200 confirmed, 400 malformed JSON, 401 bad credentials, 404 unknown endpoint,
-//! 405 other methods, 408 body too slow, 413 too large, 415 not JSON, 503 + Retry-After when
-//! the broker could not confirm.
+//! 1. [`screen`] (middleware, before any body byte is read): endpoint lookup → credentials in
+//!    headers and URL → content type. Only an authenticated JSON request gets past it, so an
+//!    unauthenticated sender cannot make us buffer a megabyte. It also shapes every answer.
+//! 2. `RequestBodyLimitLayer` (`INTAKE_MAX_BODY_BYTES`): a declared length over the limit is
+//!    refused at once, a streamed body is cut off at the limit.
+//! 3. [`receive`] (handler): body within its deadline → body signature → JSON well-formedness
+//!    → confirmed publish.
+//!
+//! Answers carry no body (SparkLoop requires a blank 200, and no error text leaks — [`screen`]
+//! drops whatever body an inner layer wrote); the status says everything: 200 confirmed, 400
+//! malformed JSON, 401 bad credentials, 404 unknown endpoint, 405 other methods, 408 body too
+//! slow, 413 too large, 415 not JSON, 503 + Retry-After when the broker could not confirm.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError};
 use intake_broker::{BrokerError, Publisher};
 use intake_core::{Envelope, KEPT_HEADERS};
 
@@ -22,54 +32,63 @@ use crate::auth::{self, Presented};
 use crate::endpoints::Endpoint;
 use crate::metrics as m;
 
-/// What the webhook handler needs; shared by all requests.
+/// What the webhook route needs; shared by all requests.
 #[derive(Debug)]
 pub struct AppState {
     /// Endpoints by name.
-    pub endpoints: HashMap<String, Endpoint>,
+    pub endpoints: HashMap<String, Arc<Endpoint>>,
     /// The confirmed publisher.
     pub publisher: Publisher,
-    /// Largest accepted body.
-    pub max_body_bytes: usize,
     /// Longest time to receive the body.
     pub body_timeout: Duration,
     /// `Retry-After` value for 503 answers.
     pub retry_after: HeaderValue,
 }
 
-/// `POST /webhooks/{name}`.
-pub async fn webhook(
-    State(app): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    request: Request,
-) -> Response {
-    handle(&app, &name, None, request).await
+/// What [`screen`] hands to [`receive`]: the endpoint whose header and URL checks passed.
+#[derive(Debug, Clone)]
+pub struct Screened {
+    endpoint: Arc<Endpoint>,
+    path_token: Option<String>,
 }
 
-/// `POST /webhooks/{name}/{token}` (endpoints authenticated by a path token).
-pub async fn webhook_with_token(
+/// Middleware of `POST /webhooks/{name}` and `/webhooks/{name}/{token}`: the checks that need
+/// no body, then the inner layers; counts every answer and sends it without a body.
+pub async fn screen(
     State(app): State<Arc<AppState>>,
-    Path((name, token)): Path<(String, String)>,
-    request: Request,
+    Path(params): Path<HashMap<String, String>>,
+    mut request: Request,
+    next: Next,
 ) -> Response {
-    handle(&app, &name, Some(&token), request).await
-}
-
-async fn handle(app: &AppState, name: &str, path_token: Option<&str>, request: Request) -> Response {
+    let name = params.get("name").map(String::as_str).unwrap_or_default();
     let Some(endpoint) = app.endpoints.get(name) else {
         metrics::counter!(m::REQUESTS_TOTAL, "endpoint" => "unknown", "provider" => "unknown", "status" => "404")
             .increment(1);
         return StatusCode::NOT_FOUND.into_response();
     };
-    // A token segment on an endpoint that does not use one is not a URL we serve.
-    let status = if path_token.is_some() && !endpoint.wants_path_token() {
-        Err(StatusCode::NOT_FOUND)
+    let path_token = params.get("token");
+    let headers = request.headers();
+    let code = if path_token.is_some() && !endpoint.wants_path_token() {
+        // A token segment on an endpoint that does not use one is not a URL we serve.
+        StatusCode::NOT_FOUND
+    } else if !auth::all_pass(
+        endpoint.checks.iter().filter(|c| !c.needs_body()),
+        Presented {
+            headers,
+            path_token: path_token.map(String::as_str),
+            body: None,
+        },
+    ) {
+        tracing::info!(endpoint = %endpoint.name, "rejected: authentication failed");
+        StatusCode::UNAUTHORIZED
+    } else if !is_json_content_type(headers) {
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
     } else {
-        accept(app, endpoint, path_token, request).await
-    };
-    let code = match status {
-        Ok(()) => StatusCode::OK,
-        Err(code) => code,
+        request.extensions_mut().insert(Screened {
+            endpoint: endpoint.clone(),
+            path_token: path_token.cloned(),
+        });
+        next.run(request).await.status()
     };
     metrics::counter!(
         m::REQUESTS_TOTAL,
@@ -87,38 +106,29 @@ async fn handle(app: &AppState, name: &str, path_token: Option<&str>, request: R
     response
 }
 
-async fn accept(
-    app: &AppState,
-    endpoint: &Endpoint,
-    path_token: Option<&str>,
+/// The handler behind [`screen`] and the body limit: reads, checks and publishes the body.
+pub async fn receive(
+    State(app): State<Arc<AppState>>,
+    Extension(screened): Extension<Screened>,
     request: Request,
-) -> Result<(), StatusCode> {
+) -> StatusCode {
+    match accept(&app, &screened, request).await {
+        Ok(()) => StatusCode::OK,
+        Err(code) => code,
+    }
+}
+
+async fn accept(app: &AppState, screened: &Screened, request: Request) -> Result<(), StatusCode> {
+    let endpoint = &screened.endpoint;
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
-
-    // Credentials in headers and URL first, so an unauthenticated sender cannot make us read a body.
-    let header_checks = endpoint.checks.iter().filter(|c| !c.needs_body());
-    if !auth::all_pass(
-        header_checks,
-        Presented {
-            headers,
-            path_token,
-            body: None,
-        },
-    ) {
-        tracing::info!(endpoint = %endpoint.name, "rejected: authentication failed");
-        return Err(StatusCode::UNAUTHORIZED);
-    }
-    if !is_json_content_type(headers) {
-        return Err(StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    }
-    let body = read_body(body, headers, app.max_body_bytes, app.body_timeout).await?;
+    let body = read_body(body, app.body_timeout).await?;
     let body_checks = endpoint.checks.iter().filter(|c| c.needs_body());
     if !auth::all_pass(
         body_checks,
         Presented {
             headers,
-            path_token,
+            path_token: screened.path_token.as_deref(),
             body: Some(&body),
         },
     ) {
@@ -178,26 +188,29 @@ fn is_json_content_type(headers: &HeaderMap) -> bool {
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
-async fn read_body(
-    body: Body,
-    headers: &HeaderMap,
-    limit: usize,
-    deadline: Duration,
-) -> Result<Bytes, StatusCode> {
-    // A declared length over the limit is refused without reading a byte.
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(StatusCode::PAYLOAD_TOO_LARGE);
-    }
-    match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
+/// The whole body within `deadline`; the size limit is the `RequestBodyLimitLayer`'s.
+async fn read_body(body: Body, deadline: Duration) -> Result<Bytes, StatusCode> {
+    // A deadline for the whole body, not tower-http's `RequestBodyTimeoutLayer`: that one
+    // restarts at every frame, so a client trickling a byte at a time would never trip it.
+    match tokio::time::timeout(deadline, body.collect()).await {
         Err(_) => Err(StatusCode::REQUEST_TIMEOUT),
-        Ok(Ok(bytes)) => Ok(bytes),
-        // to_bytes fails when the limit is hit, or when the client went away mid-body.
-        Ok(Err(_)) => Err(StatusCode::PAYLOAD_TOO_LARGE),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(err)) if is_length_limit(&err) => Err(StatusCode::PAYLOAD_TOO_LARGE),
+        // The client went away or broke the framing mid-body.
+        Ok(Err(_)) => Err(StatusCode::BAD_REQUEST),
     }
+}
+
+/// Whether a body error is the body limit's (anywhere in the chain of sources).
+fn is_length_limit(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if e.is::<LengthLimitError>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
 }
 
 fn kept_headers(headers: &HeaderMap) -> Vec<(String, String)> {

@@ -8,7 +8,8 @@
 //! - [`auth`]: constant-time credential checks;
 //! - [`http`]: the webhook handler;
 //! - [`listener`]: the TCP listener with a bound on open connections;
-//! - [`run`]: wires it together; `main.rs` only adds tracing and the signal handler.
+//! - [`run`]: wires it together; the `intake` binary (`intake receiver`) only adds tracing and
+//!   the signal handler.
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -28,6 +29,7 @@ use axum::http::HeaderValue;
 use axum::routing::post;
 use intake_broker::{Publisher, PublisherConfig};
 use tokio::net::TcpListener;
+use tower_http::limit::RequestBodyLimitLayer;
 
 pub use config::ReceiverConfig;
 
@@ -76,9 +78,11 @@ pub async fn run(
     let retry_after =
         HeaderValue::from_str(&config.retry_after_secs.to_string()).context("INTAKE_RETRY_AFTER_SECS")?;
     let state = Arc::new(http::AppState {
-        endpoints,
+        endpoints: endpoints
+            .into_iter()
+            .map(|(name, endpoint)| (name, Arc::new(endpoint)))
+            .collect(),
         publisher: publisher.clone(),
-        max_body_bytes: config.max_body_bytes,
         body_timeout: config.body_timeout(),
         retry_after,
     });
@@ -87,9 +91,16 @@ pub async fn run(
         let connected = ready_publisher.is_connected();
         Box::pin(async move { connected })
     }));
+    // Layers run outside in: `screen` (endpoint, credentials, content type), then the body
+    // limit, then the handler. On the method router, so a 405 never reaches them. No
+    // `TimeoutLayer`: the body deadline (408) and the confirm deadline (503) already bound a
+    // request, each with its own status; one overall timeout would answer 408 for a slow broker.
+    let webhook = post(http::receive)
+        .route_layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), http::screen));
     let app = Router::new()
-        .route("/webhooks/{name}", post(http::webhook))
-        .route("/webhooks/{name}/{token}", post(http::webhook_with_token))
+        .route("/webhooks/{name}", webhook.clone())
+        .route("/webhooks/{name}/{token}", webhook)
         .with_state(state)
         .merge(ops);
 

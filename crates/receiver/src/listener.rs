@@ -3,6 +3,8 @@
 //! buffers in our process. A connection that neither sends nor receives a byte for the idle
 //! timeout is closed, so idle or slow clients cannot hold the places forever. Accepted sockets
 //! get `TCP_NODELAY`, so small answers on keep-alive connections do not wait for Nagle.
+//! Hand-written because both bounds are per connection: tower and tower-http layers act per
+//! request, and a client that never completes a request never reaches them.
 
 use std::io;
 use std::net::SocketAddr;

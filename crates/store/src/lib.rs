@@ -2,6 +2,7 @@
 //!
 //! - [`pool`]: the pool (every session bounded by `statement_timeout` and `lock_timeout`) and
 //!   the embedded migrations, run by refinery at start under an advisory lock;
+//! - [`settings`]: `INTAKE_DATABASE_URL`, a secret read from the environment only;
 //! - [`apply`]: the one transaction per event — inbox row (a unique-key conflict, SQLSTATE 23505,
 //!   means duplicate), entity lock, ordering rule (park / apply / stale / duplicate of the current
 //!   state), effect, release of parked successors (an unreadable one is dead-lettered alone),
@@ -23,6 +24,7 @@ mod error;
 pub mod maintenance;
 pub mod operator;
 pub mod pool;
+pub mod settings;
 pub mod sync;
 pub mod trace;
 
@@ -34,4 +36,5 @@ pub use error::StoreError;
 pub use maintenance::{DeadLetter, DeadLetterSink, ExpiredParked, ORDERING_TIMEOUT, ParkedStats, Retained};
 pub use operator::{DROPPED_BY_OPERATOR, Dropped, ManualRelease};
 pub use pool::{SessionBounds, Store, StoreConfig};
+pub use settings::{DEFAULT_DATABASE_URL, database_url_from_env};
 pub use trace::{ParkedRow, TraceStep};

@@ -10,6 +10,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use refinery::Target;
 use refinery::error::Kind;
+use secrecy::{ExposeSecret, SecretString};
 use tokio_postgres::NoTls;
 
 use crate::StoreError;
@@ -31,8 +32,8 @@ const LEGACY_HISTORY_TABLE: &str = "intake_schema_migrations";
 /// Pool settings.
 #[derive(Clone)]
 pub struct StoreConfig {
-    /// `postgres://user:pass@host:port/db` (may hold a password: never logged).
-    pub url: String,
+    /// `postgres://user:pass@host:port/db` (may hold a password: a secret, never logged).
+    pub url: SecretString,
     /// Maximum connections.
     pub max_connections: usize,
     /// Longest wait to connect or to get a pooled connection.
@@ -48,7 +49,11 @@ pub struct StoreConfig {
 impl StoreConfig {
     /// Settings whose server-side bounds sit a little under `client_timeout`, the longest the
     /// client waits for the database: statements 90 % of it, lock waits 80 %.
-    pub fn new(url: impl Into<String>, max_connections: usize, client_timeout: Duration) -> StoreConfig {
+    pub fn new(
+        url: impl Into<SecretString>,
+        max_connections: usize,
+        client_timeout: Duration,
+    ) -> StoreConfig {
         StoreConfig {
             url: url.into(),
             max_connections,
@@ -99,7 +104,7 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Builds the pool (connections are made lazily) after validating the URL.
     pub fn new(config: &StoreConfig) -> Result<Store, StoreError> {
-        let mut pg = tokio_postgres::Config::from_str(&config.url)
+        let mut pg = tokio_postgres::Config::from_str(config.url.expose_secret())
             .map_err(|_| StoreError::Unavailable("invalid database URL".into()))?;
         pg.connect_timeout(config.connect_timeout);
         pg.keepalives_idle(Duration::from_secs(30));

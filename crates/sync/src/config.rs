@@ -1,5 +1,7 @@
 //! The sync process's configuration, read from environment variables with defaults for a local
-//! run, validated at start (fail fast, naming the variable). Secrets are hidden from `Debug`.
+//! run, validated at start (fail fast, naming the variable). Secrets (`INTAKE_DATABASE_URL`,
+//! `HEALTHSHERPA_API_KEY`, `HEALTHSHERPA_CLIENT_SECRET`) come from the environment only — no
+//! flag, which would show in `ps` — and are `secrecy` secrets, hidden from `Debug`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -7,8 +9,11 @@ use std::time::Duration;
 use clap::Parser;
 use intake_broker::BrokerSettings;
 use intake_broker::Topology;
-use intake_healthsherpa::{Auth, HealthSherpaConfig, Secret};
+use intake_broker::settings::secret_from_env;
+use intake_healthsherpa::{Auth, HealthSherpaConfig};
 use intake_store::StoreConfig;
+use intake_store::database_url_from_env;
+use secrecy::SecretString;
 
 /// A setting that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +33,7 @@ fn invalid(variable: &'static str, problem: impl Into<String>) -> ConfigError {
 }
 
 /// Sync settings. Every field can be set by the environment variable named in `env`.
-#[derive(Clone, Parser)]
+#[derive(Clone, Debug, Parser)]
 #[command(
     name = "intake-sync",
     about = "HealthSherpa CRM sync: outbox relay and sync worker"
@@ -41,14 +46,9 @@ pub struct SyncConfig {
     #[command(flatten)]
     pub broker: BrokerSettings,
 
-    /// Postgres URL (may hold a password: never logged).
-    #[arg(
-        long,
-        env = "INTAKE_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/intake",
-        hide_env_values = true
-    )]
-    pub database_url: String,
+    /// Postgres URL, from `INTAKE_DATABASE_URL` only (may hold a password: never logged, no flag).
+    #[arg(skip = database_url_from_env())]
+    pub database_url: SecretString,
     /// Unacked sync messages the broker may push.
     #[arg(long, env = "INTAKE_SYNC_PREFETCH", default_value_t = 50)]
     pub prefetch: u16,
@@ -91,28 +91,18 @@ pub struct SyncConfig {
     /// `api_key` (v1, API key + agent email) or `oauth` (v2, client credentials).
     #[arg(long, env = "HEALTHSHERPA_AUTH_MODE", default_value = "api_key")]
     pub healthsherpa_auth_mode: String,
-    /// v1 partner API key (secret).
-    #[arg(
-        long,
-        env = "HEALTHSHERPA_API_KEY",
-        default_value = "",
-        hide_env_values = true
-    )]
-    pub healthsherpa_api_key: String,
+    /// v1 partner API key, from `HEALTHSHERPA_API_KEY` only (secret: no flag).
+    #[arg(skip = secret_from_env("HEALTHSHERPA_API_KEY"))]
+    pub healthsherpa_api_key: Option<SecretString>,
     /// v1: agent email for searches when the contact names no agent.
     #[arg(long, env = "HEALTHSHERPA_AGENT_EMAIL")]
     pub healthsherpa_agent_email: Option<String>,
     /// v2 OAuth client id.
     #[arg(long, env = "HEALTHSHERPA_CLIENT_ID", default_value = "")]
     pub healthsherpa_client_id: String,
-    /// v2 OAuth client secret (secret).
-    #[arg(
-        long,
-        env = "HEALTHSHERPA_CLIENT_SECRET",
-        default_value = "",
-        hide_env_values = true
-    )]
-    pub healthsherpa_client_secret: String,
+    /// v2 OAuth client secret, from `HEALTHSHERPA_CLIENT_SECRET` only (secret: no flag).
+    #[arg(skip = secret_from_env("HEALTHSHERPA_CLIENT_SECRET"))]
+    pub healthsherpa_client_secret: Option<SecretString>,
     /// v2 OAuth scope.
     #[arg(long, env = "HEALTHSHERPA_SCOPE", default_value = "partner_api_v2")]
     pub healthsherpa_scope: String,
@@ -122,19 +112,6 @@ pub struct SyncConfig {
     /// Longest HealthSherpa request (milliseconds); past it, a transient failure.
     #[arg(long, env = "HEALTHSHERPA_TIMEOUT_MS", default_value_t = 10_000)]
     pub healthsherpa_timeout_ms: u64,
-}
-
-impl std::fmt::Debug for SyncConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SyncConfig")
-            .field("listen_addr", &self.listen_addr)
-            .field("broker", &self.broker)
-            .field("concurrency", &self.concurrency)
-            .field("relay_enabled", &self.relay_enabled)
-            .field("healthsherpa_base_url", &self.healthsherpa_base_url)
-            .field("healthsherpa_auth_mode", &self.healthsherpa_auth_mode)
-            .finish_non_exhaustive()
-    }
 }
 
 /// What validation derives.
@@ -198,12 +175,12 @@ impl SyncConfig {
         }
         let auth = match self.healthsherpa_auth_mode.as_str() {
             "api_key" => Auth::ApiKey {
-                api_key: Secret::new(self.healthsherpa_api_key.clone()),
+                api_key: self.healthsherpa_api_key.clone().unwrap_or_default(),
                 default_agent_email: self.healthsherpa_agent_email.clone().filter(|e| !e.is_empty()),
             },
             "oauth" => Auth::OAuth {
                 client_id: self.healthsherpa_client_id.clone(),
-                client_secret: Secret::new(self.healthsherpa_client_secret.clone()),
+                client_secret: self.healthsherpa_client_secret.clone().unwrap_or_default(),
                 scope: self.healthsherpa_scope.clone(),
                 refresh_before_expiry: Duration::from_secs(self.healthsherpa_token_refresh_secs),
             },
@@ -235,27 +212,45 @@ impl SyncConfig {
 mod tests {
     use super::*;
 
+    /// Parsed from `args`, with the secrets (environment only) unset whatever the environment.
     fn parse(args: &[&str]) -> SyncConfig {
-        SyncConfig::try_parse_from(std::iter::once("intake-sync").chain(args.iter().copied())).expect("parse")
+        let mut c = SyncConfig::try_parse_from(std::iter::once("intake-sync").chain(args.iter().copied()))
+            .expect("parse");
+        c.healthsherpa_api_key = None;
+        c.healthsherpa_client_secret = None;
+        c
     }
 
     #[test]
     fn validation_names_the_variable() {
         let e = parse(&[]).validate().expect_err("no API key");
         assert_eq!(e.variable, "HEALTHSHERPA_API_KEY");
-        assert!(parse(&["--healthsherpa-api-key", "k"]).validate().is_ok());
+        let mut c = parse(&[]);
+        c.healthsherpa_api_key = Some("k".into());
+        assert!(c.validate().is_ok());
         let e = parse(&["--healthsherpa-auth-mode", "basic"])
             .validate()
             .expect_err("mode");
         assert_eq!(e.variable, "HEALTHSHERPA_AUTH_MODE");
-        let e = parse(&["--healthsherpa-api-key", "k", "--db-pool-size", "3"])
-            .validate()
-            .expect_err("pool");
-        assert_eq!(e.variable, "INTAKE_DB_POOL_SIZE");
-        let e = parse(&["--healthsherpa-api-key", "k", "--db-lock-timeout-ms", "20000"])
-            .validate()
-            .expect_err("lock timeout above the client's");
+        let mut c = parse(&["--db-pool-size", "3"]);
+        c.healthsherpa_api_key = Some("k".into());
+        assert_eq!(c.validate().expect_err("pool").variable, "INTAKE_DB_POOL_SIZE");
+        let mut c = parse(&["--db-lock-timeout-ms", "20000"]);
+        c.healthsherpa_api_key = Some("k".into());
+        let e = c.validate().expect_err("lock timeout above the client's");
         assert_eq!(e.variable, "INTAKE_DB_LOCK_TIMEOUT_MS");
+        let mut c = parse(&[
+            "--healthsherpa-auth-mode",
+            "oauth",
+            "--healthsherpa-client-id",
+            "id",
+        ]);
+        assert_eq!(
+            c.validate().expect_err("no client secret").variable,
+            "HEALTHSHERPA_CLIENT_ID / HEALTHSHERPA_CLIENT_SECRET"
+        );
+        c.healthsherpa_client_secret = Some("cs".into());
+        assert!(c.validate().is_ok());
     }
 
     #[test]
@@ -270,14 +265,33 @@ mod tests {
     }
 
     #[test]
-    fn debug_hides_secrets() {
-        let c = parse(&[
+    fn secrets_are_no_flags() {
+        for flag in [
             "--healthsherpa-api-key",
-            "very-secret-key",
             "--healthsherpa-client-secret",
-            "cs-123",
-        ]);
+            "--database-url",
+            "--amqp-url",
+        ] {
+            assert!(
+                SyncConfig::try_parse_from(["intake-sync", flag, "x"]).is_err(),
+                "{flag} must not exist"
+            );
+        }
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let mut c = parse(&[]);
+        c.healthsherpa_api_key = Some("very-secret-key".into());
+        c.healthsherpa_client_secret = Some("cs-123".into());
+        c.database_url = "postgres://intake:db-pass-42@db/intake".into();
+        c.broker.amqp_url = "amqp://intake:amqp-pass-42@rabbit/%2f".into();
         let shown = format!("{c:?}");
-        assert!(!shown.contains("very-secret-key") && !shown.contains("cs-123"));
+        for secret in ["very-secret-key", "cs-123", "db-pass-42", "amqp-pass-42"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        let valid = c.validate().expect("valid");
+        let shown = format!("{valid:?}");
+        assert!(!shown.contains("very-secret-key"), "{shown}");
     }
 }

@@ -9,9 +9,11 @@ use intake_broker::BrokerSettings;
 use intake_broker::Topology;
 use intake_core::Provider;
 use intake_store::StoreConfig;
+use intake_store::database_url_from_env;
+use secrecy::{ExposeSecret, SecretString};
 
 /// Worker settings. Every field can be set by the environment variable named in `env`.
-#[derive(Clone, Parser)]
+#[derive(Clone, Debug, Parser)]
 #[command(
     name = "intake-worker",
     about = "Ingest worker: applies queued webhooks exactly once"
@@ -25,14 +27,9 @@ pub struct WorkerConfig {
     #[command(flatten)]
     pub broker: BrokerSettings,
 
-    /// Postgres URL (may hold a password: never logged).
-    #[arg(
-        long,
-        env = "INTAKE_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/intake",
-        hide_env_values = true
-    )]
-    pub database_url: String,
+    /// Postgres URL, from `INTAKE_DATABASE_URL` only (may hold a password: never logged, no flag).
+    #[arg(skip = database_url_from_env())]
+    pub database_url: SecretString,
 
     /// Providers whose queues this worker consumes (comma-separated).
     #[arg(
@@ -115,29 +112,6 @@ pub struct WorkerConfig {
     /// Longest wait for in-flight events on shutdown (seconds); the rest is redelivered.
     #[arg(long, env = "INTAKE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
-}
-
-impl std::fmt::Debug for WorkerConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkerConfig")
-            .field("listen_addr", &self.listen_addr)
-            .field("broker", &self.broker)
-            .field("database_url", &"<redacted>")
-            .field("providers", &self.providers)
-            .field("prefetch", &self.prefetch)
-            .field("concurrency", &self.concurrency)
-            .field("db_pool_size", &self.db_pool_size)
-            .field("db_timeout_ms", &self.db_timeout_ms)
-            .field("db_statement_timeout_ms", &self.db_statement_timeout_ms)
-            .field("db_lock_timeout_ms", &self.db_lock_timeout_ms)
-            .field("park_limit_secs", &self.park_limit_secs)
-            .field("sweep_interval_ms", &self.sweep_interval_ms)
-            .field("raw_retention_days", &self.raw_retention_days)
-            .field("dedupe_window_days", &self.dedupe_window_days)
-            .field("outbox_retention_days", &self.outbox_retention_days)
-            .field("dead_letter_retention_days", &self.dead_letter_retention_days)
-            .finish_non_exhaustive()
-    }
 }
 
 /// A setting that cannot work, naming its variable.
@@ -234,7 +208,8 @@ impl WorkerConfig {
                 _ => {}
             }
         }
-        if !self.database_url.starts_with("postgres://") && !self.database_url.starts_with("postgresql://") {
+        let url = self.database_url.expose_secret();
+        if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
             return Err(invalid("INTAKE_DATABASE_URL", "must start with postgres://"));
         }
         Ok(Validated { topology, providers })
@@ -269,16 +244,18 @@ mod tests {
 
     #[test]
     fn defaults_are_valid_and_secrets_are_hidden() {
-        let config = WorkerConfig::local_defaults();
+        let mut config = WorkerConfig::local_defaults();
+        config.database_url = "postgres://intake:db-pass-42@db:5432/intake".into();
         let v = config.validate().expect("valid");
         assert_eq!(v.providers.len(), 5);
         assert_eq!(v.topology.retry_tiers().len(), 6);
         assert_eq!(config.prefetch, 200);
         let debug = format!("{config:?}");
         assert!(
-            !debug.contains("guest") && !debug.contains("postgres://"),
+            !debug.contains("guest") && !debug.contains("db-pass-42") && !debug.contains("postgres://"),
             "{debug}"
         );
+        assert!(WorkerConfig::try_parse_from(["intake-worker", "--database-url", "postgres://x"]).is_err());
     }
 
     #[test]

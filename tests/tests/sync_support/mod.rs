@@ -121,8 +121,8 @@ impl SyncWorld {
     pub fn sync_config(&self) -> SyncConfig {
         let mut c = SyncConfig::local_defaults();
         c.listen_addr = "127.0.0.1:0".parse().expect("addr");
-        c.broker.amqp_url = AMQP_URL.to_owned();
-        c.database_url = self.db.url.clone();
+        c.broker.amqp_url = AMQP_URL.to_owned().into();
+        c.database_url = self.db.url.clone().into();
         c.broker.queue_prefix = self.topology.prefix().to_owned();
         c.broker.retry_tiers = TEST_TIERS.to_owned();
         c.broker.queue_expires_secs = Some(intake_it::TEST_QUEUE_EXPIRY_SECS);
@@ -133,13 +133,13 @@ impl SyncWorld {
         match self.hs.mode {
             Mode::ApiKey => {
                 c.healthsherpa_auth_mode = "api_key".into();
-                c.healthsherpa_api_key = fake::API_KEY.into();
+                c.healthsherpa_api_key = Some(fake::API_KEY.into());
                 c.healthsherpa_agent_email = Some(AGENT_EMAIL.into());
             }
             Mode::OAuth => {
                 c.healthsherpa_auth_mode = "oauth".into();
                 c.healthsherpa_client_id = fake::CLIENT_ID.into();
-                c.healthsherpa_client_secret = fake::CLIENT_SECRET.into();
+                c.healthsherpa_client_secret = Some(fake::CLIENT_SECRET.into());
             }
         }
         c
@@ -198,8 +198,8 @@ impl SyncWorld {
     pub async fn start_ingest(&self) -> Running<intake_worker::WorkerError> {
         let mut c = intake_worker::WorkerConfig::local_defaults();
         c.listen_addr = "127.0.0.1:0".parse().expect("addr");
-        c.broker.amqp_url = AMQP_URL.to_owned();
-        c.database_url = self.db.url.clone();
+        c.broker.amqp_url = AMQP_URL.to_owned().into();
+        c.database_url = self.db.url.clone().into();
         c.broker.queue_prefix = self.topology.prefix().to_owned();
         c.broker.retry_tiers = TEST_TIERS.to_owned();
         c.broker.queue_expires_secs = Some(intake_it::TEST_QUEUE_EXPIRY_SECS);

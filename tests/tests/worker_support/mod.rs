@@ -59,8 +59,8 @@ impl World {
     pub fn worker_config(&self) -> WorkerConfig {
         let mut config = WorkerConfig::local_defaults();
         config.listen_addr = "127.0.0.1:0".parse().expect("addr");
-        config.broker.amqp_url = AMQP_URL.to_owned();
-        config.database_url = self.db.url.clone();
+        config.broker.amqp_url = AMQP_URL.to_owned().into();
+        config.database_url = self.db.url.clone().into();
         config.broker.queue_prefix = self.topology.prefix().to_owned();
         config.broker.retry_tiers = TEST_TIERS.to_owned();
         config.broker.queue_expires_secs = Some(intake_it::TEST_QUEUE_EXPIRY_SECS);

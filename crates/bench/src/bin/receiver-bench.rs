@@ -7,7 +7,7 @@
 //! A consumer drains the queue throughout (as workers would), so every phase measures the
 //! broker in its steady state. Results are printed and appended to BENCHMARKS.md.
 //!
-//! Run: `cargo build --release -p intake-receiver -p intake-bench && target/release/receiver-bench`
+//! Run: `cargo build --release -p intake -p intake-bench && target/release/receiver-bench`
 //! Environment: `BENCH_SECONDS` (10), `BENCH_ROUNDS` (3), `BENCH_CONCURRENCY` (64), `BENCH_CHANNELS` (4),
 //! `BENCH_AMQP_URL` (local guest), `BENCH_PORT` (18080), `BENCH_OUT` (BENCHMARKS.md).
 #![forbid(unsafe_code)]
@@ -273,16 +273,17 @@ async fn collect(
 
 fn spawn_receiver(s: &Settings, prefix: &str) -> anyhow::Result<Child> {
     let exe = std::env::current_exe()?;
-    let bin = exe.with_file_name("intake-receiver");
+    let bin = exe.with_file_name("intake");
     anyhow::ensure!(
         bin.exists(),
-        "build the receiver first: cargo build --release -p intake-receiver"
+        "build the intake binary first: cargo build --release -p intake"
     );
     let endpoints = r#"[[endpoints]]
 name = "spark"
 provider = "spark"
 auth = [{ kind = "path_token", secret_env = "BENCH_SPARK_TOKEN" }]"#;
     Command::new(bin)
+        .arg("receiver")
         .env("INTAKE_LISTEN_ADDR", format!("127.0.0.1:{}", s.port))
         .env("INTAKE_AMQP_URL", &s.amqp_url)
         .env("INTAKE_QUEUE_PREFIX", prefix)
@@ -292,7 +293,7 @@ auth = [{ kind = "path_token", secret_env = "BENCH_SPARK_TOKEN" }]"#;
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
-        .context("starting intake-receiver")
+        .context("starting intake receiver")
 }
 
 async fn wait_ready(port: u16) -> anyhow::Result<()> {

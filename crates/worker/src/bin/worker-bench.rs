@@ -2,10 +2,10 @@
 //! provider mix, with 1 and with 2 worker processes, against the raw limit of this Postgres for the
 //! same transactions (`Store::apply` in a tight loop, no broker) at the same concurrency.
 //! Prints a Markdown section for BENCHMARKS.md. Needs `psql` (creates a database per phase) and
-//! the release `intake-worker` binary next to this one:
+//! the release `intake` binary next to this one (run as `intake worker`):
 //!
 //! ```text
-//! cargo build --release -p intake-worker && target/release/worker-bench
+//! cargo build --release -p intake -p intake-worker && target/release/worker-bench
 //! ```
 //! Settings: `BENCH_GROUPS` (default 2000; 13 events each), `BENCH_CONCURRENCY` (default 32).
 #![forbid(unsafe_code)]
@@ -145,7 +145,7 @@ async fn raw(envelopes: &[Envelope], concurrency: usize) -> anyhow::Result<f64> 
     );
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let cpu_before = cpu_split("worker-bench");
+    let cpu_before = cpu_split(&|_, name| name.starts_with("worker-bench"));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
         let (store, work, next) = (store.clone(), work.clone(), next.clone());
@@ -165,7 +165,11 @@ async fn raw(envelopes: &[Envelope], concurrency: usize) -> anyhow::Result<f64> 
     let rate = work.len() as f64 / started.elapsed().as_secs_f64();
     eprintln!(
         "  CPU per 1000 events: {}",
-        share(cpu_before, cpu_split("worker-bench"), work.len() as f64)
+        share(
+            cpu_before,
+            cpu_split(&|_, name| name.starts_with("worker-bench")),
+            work.len() as f64
+        )
     );
     psql(&format!("DROP DATABASE {db} WITH (FORCE)"))?;
     Ok(rate)
@@ -208,16 +212,19 @@ async fn finished(ports: &[u16]) -> f64 {
 }
 
 /// CPU seconds (user + system) used so far by every process whose name starts with `prefix`.
-fn cpu_seconds(prefix: &str) -> f64 {
+fn cpu_seconds(select: &dyn Fn(u32, &str) -> bool) -> f64 {
     let tick = 100.0; // USER_HZ on Linux
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return 0.0;
     };
     dir.filter_map(|e| e.ok())
-        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-        .filter_map(|stat| {
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
+            Some((pid, std::fs::read_to_string(e.path().join("stat")).ok()?))
+        })
+        .filter_map(|(pid, stat)| {
             let (open, close) = (stat.find('(')?, stat.rfind(')')?);
-            if !stat[open + 1..close].starts_with(prefix) {
+            if !select(pid, &stat[open + 1..close]) {
                 return None;
             }
             let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
@@ -227,11 +234,11 @@ fn cpu_seconds(prefix: &str) -> f64 {
         .sum()
 }
 
-/// CPU seconds of the parts: (postgres, rabbitmq, worker or bench client).
-fn cpu_split(client: &str) -> [f64; 3] {
+/// CPU seconds of the parts: (postgres, rabbitmq, the client `client` picks by pid and name).
+fn cpu_split(client: &dyn Fn(u32, &str) -> bool) -> [f64; 3] {
     [
-        cpu_seconds("postgres"),
-        cpu_seconds("beam.smp"),
+        cpu_seconds(&|_, name| name.starts_with("postgres")),
+        cpu_seconds(&|_, name| name.starts_with("beam.smp")),
         cpu_seconds(client),
     ]
 }
@@ -294,12 +301,17 @@ async fn through_workers(
     }
     publisher.close().await;
 
-    let exe = std::env::current_exe()?.with_file_name("intake-worker");
+    let exe = std::env::current_exe()?.with_file_name("intake");
+    anyhow::ensure!(
+        exe.exists(),
+        "build the intake binary first: cargo build --release -p intake"
+    );
     let ports: Vec<u16> = (0..workers).map(|i| 19_500 + i as u16).collect();
     let mut children: Vec<Child> = Vec::new();
     for port in &ports {
         children.push(
             Command::new(&exe)
+                .arg("worker")
                 .env("INTAKE_LISTEN_ADDR", format!("127.0.0.1:{port}"))
                 .env("INTAKE_DATABASE_URL", format!("{PG}/{db}"))
                 .env("INTAKE_QUEUE_PREFIX", &prefix)
@@ -311,15 +323,18 @@ async fn through_workers(
                 .with_context(|| format!("starting {}", exe.display()))?,
         );
     }
+    // Only these processes count as the client: other `intake` processes may run on the machine.
+    let pids: Vec<u32> = children.iter().map(Child::id).collect();
+    let workers_only = |pid: u32, _: &str| pids.contains(&pid);
     let total = envelopes.len() as f64;
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut first: Option<Instant> = None;
-    let mut cpu_before = cpu_split("intake-worker");
+    let mut cpu_before = cpu_split(&workers_only);
     loop {
         let done = finished(&ports).await;
         if done > 0.0 && first.is_none() {
             first = Some(Instant::now());
-            cpu_before = cpu_split("intake-worker");
+            cpu_before = cpu_split(&workers_only);
         }
         if done >= total {
             break;
@@ -336,7 +351,7 @@ async fn through_workers(
         .max(0.001);
     eprintln!(
         "  CPU per 1000 events: {}",
-        share(cpu_before, cpu_split("intake-worker"), total)
+        share(cpu_before, cpu_split(&workers_only), total)
     );
     let rss: Vec<f64> = children.iter().filter_map(|c| peak_rss_mib(c.id())).collect();
     for child in &mut children {
