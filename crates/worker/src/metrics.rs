@@ -10,6 +10,12 @@ pub const END_TO_END_SECONDS: &str = "intake_worker_end_to_end_seconds";
 pub const PARKED: &str = "intake_worker_parked_events";
 /// Gauge: age of the oldest parked event.
 pub const OLDEST_PARKED_SECONDS: &str = "intake_worker_oldest_parked_age_seconds";
+/// Gauge: parked events past their deadline that the sweeper has not dead-lettered yet.
+pub const PARKED_OVERDUE: &str = "intake_worker_parked_overdue_events";
+/// Gauge: unpublished outbox rows (contact changes not yet relayed to the sync queue).
+pub const OUTBOX_BACKLOG: &str = "intake_outbox_backlog";
+/// Gauge: Unix time of the last sweep whose gauges were all read.
+pub const SWEEP_LAST_SUCCESS: &str = "intake_worker_sweep_last_success_timestamp_seconds";
 /// Gauge: dead letters that still need an operator (neither replayed nor purged).
 pub const DEAD_LETTERS: &str = "intake_worker_dead_letters";
 /// Counter: rows deleted by retention, by `table`.
@@ -40,6 +46,16 @@ pub fn describe() {
     metrics::describe_gauge!(
         DEAD_LETTERS,
         "Dead letters that still need an operator (neither replayed nor purged)"
+    );
+    metrics::describe_gauge!(
+        PARKED_OVERDUE,
+        "Parked events past their deadline, not yet dead-lettered"
+    );
+    metrics::describe_gauge!(OUTBOX_BACKLOG, "Unpublished outbox rows");
+    metrics::describe_gauge!(
+        SWEEP_LAST_SUCCESS,
+        metrics::Unit::Seconds,
+        "Unix time of the last sweep whose gauges were all read"
     );
     metrics::describe_counter!(RETENTION_DELETED_TOTAL, "Rows deleted by retention, by table");
     metrics::describe_counter!(
