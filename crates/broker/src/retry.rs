@@ -62,6 +62,36 @@ pub fn next_step(tiers: &[Duration], previous: u32, jitter: f64) -> NextStep {
     }
 }
 
+/// The step after a transient failure when the failure asked not to be retried before
+/// `not_before` (e.g. an HTTP `Retry-After`): the shortest tier at least that long (else the
+/// longest), waiting the asked delay plus up to `JITTER` of it, never past the tier. Without a
+/// wish it is [`next_step`]. The one retry-delay function of every consumer.
+pub fn next_step_not_before(
+    tiers: &[Duration],
+    previous: u32,
+    not_before: Option<Duration>,
+    jitter: f64,
+) -> NextStep {
+    let step = next_step(tiers, previous, jitter);
+    let (NextStep::Retry { attempt, .. }, Some(wish)) = (step, not_before) else {
+        return step;
+    };
+    let Some(tier) = tiers
+        .iter()
+        .copied()
+        .find(|t| *t >= wish)
+        .or_else(|| tiers.last().copied())
+    else {
+        return step;
+    };
+    let wait = wish.mul_f64(1.0 + JITTER * jitter.clamp(0.0, 1.0));
+    NextStep::Retry {
+        tier,
+        expiration: wait.min(tier).max(Duration::from_millis(1)),
+        attempt,
+    }
+}
+
 fn text(s: &str) -> AMQPValue {
     let cut = if s.len() > MAX_ERROR_LEN {
         let mut end = MAX_ERROR_LEN;
@@ -175,6 +205,32 @@ mod tests {
             panic!()
         };
         assert_eq!(expiration, Duration::from_secs(27));
+    }
+
+    #[test]
+    fn a_wish_picks_the_shortest_long_enough_tier() {
+        let s = Duration::from_secs;
+        let tiers = [s(5), s(30), s(120)];
+        let at = |wish: Duration, jitter: f64| match next_step_not_before(&tiers, 0, Some(wish), jitter) {
+            NextStep::Retry {
+                tier,
+                expiration,
+                attempt,
+            } => (tier, expiration, attempt),
+            NextStep::GiveUp { .. } => panic!("gave up"),
+        };
+        assert_eq!(at(s(7), 0.0), (s(30), s(7), 1));
+        assert_eq!(at(s(5), 0.0), (s(5), s(5), 1));
+        assert_eq!(at(s(10), 1.0), (s(30), s(12), 1));
+        assert_eq!(at(s(600), 0.5), (s(120), s(120), 1));
+        assert_eq!(
+            next_step_not_before(&tiers, 3, Some(s(1)), 0.0),
+            NextStep::GiveUp { attempts: 4 }
+        );
+        assert_eq!(
+            next_step_not_before(&tiers, 0, None, 0.0),
+            next_step(&tiers, 0, 0.0)
+        );
     }
 
     #[test]

@@ -99,6 +99,16 @@ pub struct WorkerConfig {
     #[arg(long, env = "INTAKE_DEAD_LETTER_RETENTION_DAYS", default_value_t = 30)]
     pub dead_letter_retention_days: u64,
 
+    /// Record the dead-letter queue's messages in Postgres from this worker (any number of
+    /// workers may; at least one must).
+    #[arg(long, env = "INTAKE_RECORD_DEAD_LETTERS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub record_dead_letters: bool,
+
+    /// With deliveries in flight and none settled for this long (seconds), `/readyz` says the
+    /// worker is stuck (503), so an orchestrator restarts it.
+    #[arg(long, env = "INTAKE_STUCK_AFTER_SECS", default_value_t = 120)]
+    pub stuck_after_secs: u64,
+
     /// Longest wait for in-flight events on shutdown (seconds); the rest is redelivered.
     #[arg(long, env = "INTAKE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
@@ -178,6 +188,7 @@ impl WorkerConfig {
                 "INTAKE_DEAD_LETTER_RETENTION_DAYS",
                 self.dead_letter_retention_days,
             ),
+            ("INTAKE_STUCK_AFTER_SECS", self.stuck_after_secs),
         ] {
             if value == 0 {
                 return Err(invalid(variable, "must be positive"));
@@ -202,6 +213,11 @@ impl WorkerConfig {
             return Err(invalid("INTAKE_DATABASE_URL", "must start with postgres://"));
         }
         Ok(Validated { topology, providers })
+    }
+
+    /// How long in-flight work may go without progress before `/readyz` fails.
+    pub fn stuck_after(&self) -> Duration {
+        Duration::from_secs(self.stuck_after_secs)
     }
 
     /// Per-event transaction deadline.
