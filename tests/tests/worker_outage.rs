@@ -104,6 +104,7 @@ async fn a_worker_cut_off_after_commit_before_ack_sees_the_redelivery_as_a_dupli
                 }
             })
         }),
+        ..Hooks::default()
     };
     let worker = world.start_worker_with(config, hooks).await;
     world.publish(Provider::Spark, contact(7)).await;
@@ -238,6 +239,7 @@ async fn a_panicking_handler_requeues_its_delivery_and_acks_keep_flowing() {
                 }
             })
         }),
+        ..Hooks::default()
     };
     let worker = world.start_worker_with(world.worker_config(), hooks).await;
     for i in 0..20 {

@@ -116,7 +116,12 @@ pub fn dead_letter_info(properties: &BasicProperties) -> DeadLetterInfo {
             death_text("queue").or_else(|| text(H_QUEUE)),
         ),
     };
-    let attempts = ours_attempts.max(delivery_count).max(death_count);
+    let mut attempts = ours_attempts.max(delivery_count).max(death_count);
+    if reason == "delivery_limit" {
+        // The broker gave up after more deliveries than the queue's limit; the dead-lettered
+        // copy does not carry its delivery count.
+        attempts = attempts.max(crate::topology::DELIVERY_LIMIT + 1);
+    }
     DeadLetterInfo {
         reason,
         queue,
@@ -310,6 +315,16 @@ mod tests {
         let info = dead_letter_info(&BasicProperties::default().with_headers(headers));
         assert_eq!(info.reason, "delivery_limit");
         assert_eq!(info.queue.as_deref(), Some("p.q.spark"));
+        assert_eq!(info.attempts, 21);
+        // Without a delivery count the limit itself says how often it was delivered.
+        let mut death = FieldTable::default();
+        death.insert("reason".into(), AMQPValue::LongString("delivery_limit".into()));
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "x-death".into(),
+            AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::FieldTable(death)])),
+        );
+        let info = dead_letter_info(&BasicProperties::default().with_headers(headers));
         assert_eq!(info.attempts, 21);
     }
 

@@ -75,7 +75,14 @@ impl Handler for DeadLetterRecorder {
                 .and_then(|t| DateTime::<Utc>::from_timestamp(t, 0))
                 .unwrap_or_else(Utc::now)
         });
-        let broker_error = format!("dead-lettered by the broker: {}", info.reason);
+        let broker_error = if info.reason == "delivery_limit" {
+            format!(
+                "dead-lettered by the broker: delivered {} times without being settled (the handler crashed or handed it back each time)",
+                info.attempts
+            )
+        } else {
+            format!("dead-lettered by the broker: {}", info.reason)
+        };
         let headers = envelope
             .as_ref()
             .map(|e| serde_json::to_value(&e.headers).unwrap_or_default())

@@ -54,12 +54,16 @@ pub enum WorkerError {
 pub struct Hooks {
     /// Called after each committed event, before its delivery is acked.
     pub after_commit: Option<AfterCommitHook>,
+    /// Publish retries and dead letters through this AMQP URL instead (a test's TCP proxy), so a
+    /// test can block publishing while consuming goes on.
+    pub publish_amqp_url: Option<secrecy::SecretString>,
 }
 
 impl std::fmt::Debug for Hooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hooks")
             .field("after_commit", &self.after_commit.is_some())
+            .field("publish_amqp_url", &self.publish_amqp_url.is_some())
             .finish()
     }
 }
@@ -85,7 +89,10 @@ pub async fn run_with(
     let services = process::start_role(
         &config.store_config(),
         PublisherConfig {
-            amqp_url: config.broker.amqp_url.clone(),
+            amqp_url: hooks
+                .publish_amqp_url
+                .clone()
+                .unwrap_or_else(|| config.broker.amqp_url.clone()),
             topology: valid.topology.clone(),
             channels: config.publish_channels.max(1),
             confirm_timeout: Duration::from_millis(config.confirm_timeout_ms),
