@@ -36,5 +36,5 @@ pub use error::StoreError;
 pub use maintenance::{DeadLetter, DeadLetterSink, ExpiredParked, ORDERING_TIMEOUT, ParkedStats, Retained};
 pub use operator::{DROPPED_BY_OPERATOR, Dropped, ManualRelease};
 pub use pool::{SessionBounds, Store, StoreConfig};
-pub use settings::{DEFAULT_DATABASE_URL, database_url_from_env};
+pub use settings::{DEFAULT_DATABASE_URL, DatabaseVariables, database_url_from_env};
 pub use trace::{ParkedRow, TraceStep};

@@ -9,8 +9,8 @@ use intake_broker::BrokerSettings;
 use intake_broker::Topology;
 use intake_core::Provider;
 use intake_store::StoreConfig;
-use intake_store::database_url_from_env;
-use secrecy::{ExposeSecret, SecretString};
+use intake_store::{DatabaseVariables, database_url_from_env};
+use secrecy::SecretString;
 
 /// Worker settings. Every field can be set by the environment variable named in `env`.
 #[derive(Clone, Debug, Parser)]
@@ -194,23 +194,8 @@ impl WorkerConfig {
                 return Err(invalid(variable, "must be positive"));
             }
         }
-        for (variable, value) in [
-            ("INTAKE_DB_STATEMENT_TIMEOUT_MS", self.db_statement_timeout_ms),
-            ("INTAKE_DB_LOCK_TIMEOUT_MS", self.db_lock_timeout_ms),
-        ] {
-            match value {
-                Some(0) => return Err(invalid(variable, "must be positive")),
-                // Above the client's bound, the worker would give up on a statement the server
-                // still runs, holding its locks.
-                Some(ms) if ms > self.db_timeout_ms => {
-                    return Err(invalid(variable, "must not exceed INTAKE_DB_TIMEOUT_MS"));
-                }
-                _ => {}
-            }
-        }
-        let url = self.database_url.expose_secret();
-        if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
-            return Err(invalid("INTAKE_DATABASE_URL", "must start with postgres://"));
+        if let Err((variable, problem)) = self.database().check() {
+            return Err(invalid(variable, problem));
         }
         Ok(Validated { topology, providers })
     }
@@ -225,16 +210,20 @@ impl WorkerConfig {
         Duration::from_millis(self.db_timeout_ms)
     }
 
+    /// The database variables, as every role reads them.
+    pub fn database(&self) -> DatabaseVariables<'_> {
+        DatabaseVariables {
+            url: &self.database_url,
+            pool_size: self.db_pool_size,
+            timeout_ms: self.db_timeout_ms,
+            statement_timeout_ms: self.db_statement_timeout_ms,
+            lock_timeout_ms: self.db_lock_timeout_ms,
+        }
+    }
+
     /// The store's settings: pool, client-side and server-side bounds.
     pub fn store_config(&self) -> StoreConfig {
-        let mut store = StoreConfig::new(self.database_url.clone(), self.db_pool_size, self.db_timeout());
-        if let Some(ms) = self.db_statement_timeout_ms {
-            store.statement_timeout = Some(Duration::from_millis(ms));
-        }
-        if let Some(ms) = self.db_lock_timeout_ms {
-            store.lock_timeout = Some(Duration::from_millis(ms));
-        }
-        store
+        self.database().store_config()
     }
 }
 
