@@ -363,15 +363,6 @@ async fn every_panel_returns_data_and_every_alert_evaluates_on_a_live_system() {
     .await;
     let updated = wait_until(DEADLINE, || async { hs.count("PATCH").await >= 1 }).await;
     assert!(updated, "the change was synced (an update)");
-    // Another new contact, seconds after the first create: a histogram series shows in a rate
-    // only once it grew between two scrapes (the observation that creates it is not seen).
-    let another = spark_contact(|c| c["details"]["id"] = json!(9012));
-    assert_eq!(receiver.post("spark/mon-spark", &[], another).await, 200);
-    wait_count(
-        "SELECT count(*) FROM healthsherpa_sync WHERE spark_id = '9012' AND healthsherpa_id IS NOT NULL",
-        1,
-    )
-    .await;
 
     // A refused publish: the healthsherpa queue unbound from the ingress exchange, so the
     // receiver's mandatory publish comes back unroutable and the webhook is answered 503.
@@ -399,6 +390,29 @@ async fn every_panel_returns_data_and_every_alert_evaluates_on_a_live_system() {
         503
     );
     let _ = amqp.close(200, "done".into()).await;
+
+    // A second round, once every intake target was scraped after the first: a latency panel
+    // (histogram_quantile of a rate) shows only what grew between two scrapes, and the first
+    // round can fit between two scrapes whole. One new contact goes through the receiver, a
+    // worker and the sync (a HealthSherpa create).
+    let first_round = now_secs();
+    let scraped = wait_until(DEADLINE, || async {
+        prometheus
+            .query(&format!(
+                "min(timestamp(up{{job=~\"intake-.+\"}})) > {first_round}"
+            ))
+            .await
+            .is_ok_and(|r| !r.is_empty())
+    })
+    .await;
+    assert!(scraped, "every intake target scraped after the first round");
+    let another = spark_contact(|c| c["details"]["id"] = json!(9012));
+    assert_eq!(receiver.post("spark/mon-spark", &[], another).await, 200);
+    wait_count(
+        "SELECT count(*) FROM healthsherpa_sync WHERE spark_id = '9012' AND healthsherpa_id IS NOT NULL",
+        1,
+    )
+    .await;
 
     // Every check below adds what fails to `problems`, naming the panel or alert and its query,
     // so one run reports all of them.
