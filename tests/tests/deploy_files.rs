@@ -200,8 +200,12 @@ fn dashboard_has_every_panel_the_operators_need() {
         "rabbitmq_detailed_queue_consumers", // consumers per queue
         "intake_worker_parked_events",
         "intake_worker_oldest_parked_age_seconds",
-        "intake_sync_dead_letters_total", // dead letters by reason
+        "intake_dead_letters_recorded_total", // dead letters by reason
         "intake_worker_dead_letters",
+        "intake_worker_parked_overdue_events", // parked past limit
+        "intake_worker_sweep_last_success_timestamp_seconds", // sweeper health
+        "intake_consumer_deliveries_total",    // consumer runtime outcomes
+        "intake_consumer_waiting_to_publish",
         "intake_outbox_backlog",
         "intake_sync_messages_total",         // sync outcomes
         "intake_sync_request_seconds_bucket", // sync latency
@@ -349,9 +353,15 @@ fn compose_runs_every_role_after_migrate_with_a_readyz_healthcheck_on_its_port()
             ],
             "{service}: healthcheck on its own /readyz"
         );
-        for key in ["INTAKE_AMQP_URL", "INTAKE_DATABASE_URL", "INTAKE_QUEUE_PREFIX"] {
+        for key in ["INTAKE_AMQP_URL", "INTAKE_QUEUE_PREFIX"] {
             assert!(s.environment.contains_key(key), "{service}: {key} not set");
         }
+        // Only the roles that use Postgres get its credentials (the receiver faces the internet).
+        assert_eq!(
+            s.environment.contains_key("INTAKE_DATABASE_URL"),
+            *service != "receiver",
+            "{service}: INTAKE_DATABASE_URL"
+        );
     }
     let worker = compose.raw("worker");
     assert!(

@@ -96,6 +96,10 @@ impl ConsumerRuntime {
 
     /// Consumes until `shutdown` is cancelled; returns once in-flight deliveries are settled.
     pub async fn run<H: Handler>(&self, handler: Arc<H>, shutdown: CancellationToken) {
+        // Both gauges exist from the start at 0 (`increment(0.0)` registers without changing a
+        // value), so a healthy consumer shows 0 instead of no series: silence is not health.
+        metrics::gauge!(m::IN_FLIGHT, "consumer" => self.name).increment(0.0);
+        metrics::gauge!(m::WAITING_TO_PUBLISH, "consumer" => self.name).increment(0.0);
         let runtime = self.clone();
         let stop = shutdown.clone();
         self.consumer
