@@ -21,6 +21,22 @@ pub use proxy::TcpProxy;
 /// leaves no quorum queues behind to slow RabbitMQ down for later runs.
 pub const TEST_QUEUE_EXPIRY_SECS: u64 = 600;
 
+/// `INTAKE_ENCRYPTION_KEYS` of the tests (two keys: `t2` current, `t1` old). Test data only.
+pub const TEST_ENCRYPTION_KEYS: &str =
+    "t2:dGVzdC1vbmx5LWtleS10d28tb2YtMzItYnl0ZXMhISE=,t1:dGVzdC1vbmx5LWtleS1vbmUtb2YtMzItYnl0ZXMhISE=";
+/// `INTAKE_HMAC_KEY` of the tests.
+pub const TEST_HMAC_KEY: &str = "dGVzdC1vbmx5LWhtYWMta2V5LW9mLTMyLWJ5dGVzISE=";
+
+/// The tests' key settings ([`TEST_ENCRYPTION_KEYS`], [`TEST_HMAC_KEY`]).
+pub fn test_key_settings() -> intake_store::KeySettings {
+    intake_store::KeySettings::new(TEST_ENCRYPTION_KEYS, TEST_HMAC_KEY)
+}
+
+/// The tests' keyring.
+pub fn test_keys() -> intake_store::Keyring {
+    test_key_settings().keyring().expect("test keys")
+}
+
 /// RabbitMQ on this machine (guest/guest).
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 

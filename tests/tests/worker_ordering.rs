@@ -15,7 +15,13 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 async fn store(db: &TestDb) -> Store {
-    let store = Store::new(&StoreConfig::new(db.url.clone(), 8, Duration::from_secs(5))).expect("store");
+    let store = Store::new(&StoreConfig::new(
+        db.url.clone(),
+        intake_it::test_keys(),
+        8,
+        Duration::from_secs(5),
+    ))
+    .expect("store");
     store.migrate().await.expect("migrate");
     store
 }

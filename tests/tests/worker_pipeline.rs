@@ -286,6 +286,7 @@ async fn fifty_leads_published_at_once_to_two_workers_end_as_if_applied_one_by_o
     let reference = fresh_database("w-s360-seq").await;
     let store = Store::new(&StoreConfig::new(
         reference.url.clone(),
+        intake_it::test_keys(),
         2,
         Duration::from_secs(5),
     ))

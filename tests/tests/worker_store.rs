@@ -11,7 +11,13 @@ use intake_providers::fixtures;
 use intake_store::{ApplyOptions, Outcome, Store, StoreConfig};
 
 async fn store(db: &TestDb) -> Store {
-    let store = Store::new(&StoreConfig::new(db.url.clone(), 8, Duration::from_secs(5))).expect("store");
+    let store = Store::new(&StoreConfig::new(
+        db.url.clone(),
+        intake_it::test_keys(),
+        8,
+        Duration::from_secs(5),
+    ))
+    .expect("store");
     store.migrate().await.expect("migrate");
     store
 }
@@ -77,7 +83,15 @@ fn migration_files() -> Vec<i32> {
 async fn concurrent_migrations_apply_once() {
     let db = fresh_database("w-migrate").await;
     let stores: Vec<Store> = (0..4)
-        .map(|_| Store::new(&StoreConfig::new(db.url.clone(), 2, Duration::from_secs(5))).expect("store"))
+        .map(|_| {
+            Store::new(&StoreConfig::new(
+                db.url.clone(),
+                intake_it::test_keys(),
+                2,
+                Duration::from_secs(5),
+            ))
+            .expect("store")
+        })
         .collect();
     let results = futures_util::future::join_all(stores.iter().map(|s| s.migrate())).await;
     for r in results {

@@ -83,7 +83,7 @@ pub async fn run_with(
     let valid = config.validate()?;
     metrics::describe();
     let services = process::start_role(
-        &config.store_config(),
+        &config.store_config(valid.keys.clone()),
         PublisherConfig {
             amqp_url: config.broker.amqp_url.clone(),
             topology: valid.topology.clone(),
