@@ -37,6 +37,25 @@ pub fn test_keys() -> intake_store::Keyring {
     test_key_settings().keyring().expect("test keys")
 }
 
+/// Opens, with the tests' keys, a sealed value read straight from column `column` (its label,
+/// e.g. `contact_phi.mbi`) of the row keyed by `row`; panics if it does not open.
+pub fn open_sealed(sealed: &[u8], column: &str, row: &[&str]) -> Vec<u8> {
+    test_keys()
+        .open(sealed, &intake_store::crypto::Place::new(column, row))
+        .unwrap_or_else(|e| panic!("{column}: {e}"))
+}
+
+/// [`open_sealed`] of a nullable text column.
+pub fn open_text(sealed: Option<Vec<u8>>, column: &str, row: &[&str]) -> Option<String> {
+    sealed.map(|s| String::from_utf8(open_sealed(&s, column, row)).expect("utf-8"))
+}
+
+/// Opens an envelope body sealed in `raw_events.body` or `dead_letters.body` (bound to the
+/// envelope / message id).
+pub fn open_body(message_id: &str, sealed: &[u8]) -> Vec<u8> {
+    open_sealed(sealed, intake_store::sealed::BODY, &[message_id])
+}
+
 /// RabbitMQ on this machine (guest/guest).
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
