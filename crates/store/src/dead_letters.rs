@@ -278,7 +278,7 @@ impl Store {
         let refs: Vec<&(dyn ToSql + Sync)> =
             params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
         let rows = client.query(&sql, &refs).await?;
-        Ok(rows.iter().map(|r| row_of(r)).collect())
+        Ok(rows.iter().map(row_of).collect())
     }
 
     /// One dead letter, its body included (opened: PHI in memory; the caller shows it only when
