@@ -23,6 +23,41 @@ pub use proxy::TcpProxy;
 /// leaves no quorum queues behind to slow RabbitMQ down for later runs.
 pub const TEST_QUEUE_EXPIRY_SECS: u64 = 600;
 
+/// `INTAKE_ENCRYPTION_KEYS` of the tests (two keys: `t2` current, `t1` old). Test data only.
+pub const TEST_ENCRYPTION_KEYS: &str =
+    "t2:dGVzdC1vbmx5LWtleS10d28tb2YtMzItYnl0ZXMhISE=,t1:dGVzdC1vbmx5LWtleS1vbmUtb2YtMzItYnl0ZXMhISE=";
+/// `INTAKE_HMAC_KEY` of the tests.
+pub const TEST_HMAC_KEY: &str = "dGVzdC1vbmx5LWhtYWMta2V5LW9mLTMyLWJ5dGVzISE=";
+
+/// The tests' key settings ([`TEST_ENCRYPTION_KEYS`], [`TEST_HMAC_KEY`]).
+pub fn test_key_settings() -> intake_store::KeySettings {
+    intake_store::KeySettings::new(TEST_ENCRYPTION_KEYS, TEST_HMAC_KEY)
+}
+
+/// The tests' keyring.
+pub fn test_keys() -> intake_store::Keyring {
+    test_key_settings().keyring().expect("test keys")
+}
+
+/// Opens, with the tests' keys, a sealed value read straight from column `column` (its label,
+/// e.g. `contact_phi.mbi`) of the row keyed by `row`; panics if it does not open.
+pub fn open_sealed(sealed: &[u8], column: &str, row: &[&str]) -> Vec<u8> {
+    test_keys()
+        .open(sealed, &intake_store::crypto::Place::new(column, row))
+        .unwrap_or_else(|e| panic!("{column}: {e}"))
+}
+
+/// [`open_sealed`] of a nullable text column.
+pub fn open_text(sealed: Option<Vec<u8>>, column: &str, row: &[&str]) -> Option<String> {
+    sealed.map(|s| String::from_utf8(open_sealed(&s, column, row)).expect("utf-8"))
+}
+
+/// Opens an envelope body sealed in `raw_events.body` or `dead_letters.body` (bound to the
+/// envelope / message id).
+pub fn open_body(message_id: &str, sealed: &[u8]) -> Vec<u8> {
+    open_sealed(sealed, intake_store::sealed::BODY, &[message_id])
+}
+
 /// RabbitMQ on this machine (guest/guest).
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 

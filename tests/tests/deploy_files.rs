@@ -363,6 +363,20 @@ fn compose_runs_every_role_after_migrate_with_a_readyz_healthcheck_on_its_port()
             "{service}: INTAKE_DATABASE_URL"
         );
     }
+    // The PHI keys go to the processes that seal or open PHI, and to no other; the example's
+    // keys are valid (a role refuses to start without them).
+    for service in ["migrate", "worker", "sync", "receiver"] {
+        let env = compose.service(service).unwrap().environment;
+        let keys = intake_store::KeySettings::new(
+            env.get("INTAKE_ENCRYPTION_KEYS").map_or("", String::as_str),
+            env.get("INTAKE_HMAC_KEY").map_or("", String::as_str),
+        );
+        if service == "receiver" {
+            assert!(!env.contains_key("INTAKE_ENCRYPTION_KEYS") && !env.contains_key("INTAKE_HMAC_KEY"));
+        } else {
+            keys.keyring().unwrap_or_else(|e| panic!("{service}: {e}"));
+        }
+    }
     let worker = compose.raw("worker");
     assert!(
         worker["container_name"].is_badvalue(),

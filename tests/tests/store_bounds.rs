@@ -18,7 +18,7 @@ const MIGRATION_LOCK: i64 = 0x696e_7461_6b65;
 /// A store on `db` with the given server-side bounds and a generous client-side one, so only
 /// the server's bounds can end a wait.
 fn store_with(db: &TestDb, statement: Option<Duration>, lock: Option<Duration>) -> Store {
-    let mut config = StoreConfig::new(db.url.clone(), 4, Duration::from_secs(30));
+    let mut config = StoreConfig::new(db.url.clone(), intake_it::test_keys(), 4, Duration::from_secs(30));
     config.statement_timeout = statement;
     config.lock_timeout = lock;
     Store::new(&config).expect("store")
@@ -63,7 +63,13 @@ async fn every_pooled_connection_shows_the_configured_bounds() {
         );
     }
     // The defaults derived from the client-side timeout (10 s): 90 % and 80 %.
-    let store = Store::new(&StoreConfig::new(db.url.clone(), 1, Duration::from_secs(10))).expect("store");
+    let store = Store::new(&StoreConfig::new(
+        db.url.clone(),
+        intake_it::test_keys(),
+        1,
+        Duration::from_secs(10),
+    ))
+    .expect("store");
     assert_eq!(
         store.session_bounds().await.expect("bounds"),
         SessionBounds {
@@ -74,6 +80,7 @@ async fn every_pooled_connection_shows_the_configured_bounds() {
     // Options already in the URL are kept alongside ours.
     let mut config = StoreConfig::new(
         format!("{}?options=-c%20application_name%3Dbounds-test", db.url),
+        intake_it::test_keys(),
         1,
         Duration::from_secs(10),
     );
@@ -266,6 +273,7 @@ async fn an_edited_migration_is_refused_and_the_worker_does_not_start() {
     let mut config = intake_worker::WorkerConfig::local_defaults();
     config.listen_addr = "127.0.0.1:0".parse().expect("addr");
     config.database_url = db.url.clone().into();
+    config.keys = intake_it::test_key_settings();
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
         .expect("bind");

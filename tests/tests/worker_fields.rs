@@ -186,9 +186,13 @@ async fn healthsherpa_status_is_applied_despite_odd_member_fields() {
         )
         .await
         .unwrap();
-    assert_eq!(m.get::<_, String>(0), "Anthony");
-    assert_eq!(m.get::<_, Option<String>>(1), None);
-    assert_eq!(m.get::<_, Option<chrono::NaiveDate>>(2), None);
+    let row = ["app_5512", "mem_1"];
+    assert_eq!(
+        intake_it::open_text(m.get(0), "healthsherpa_members.first_name", &row).as_deref(),
+        Some("Anthony")
+    );
+    assert_eq!(m.get::<_, Option<Vec<u8>>>(1), None);
+    assert_eq!(m.get::<_, Option<Vec<u8>>>(2), None);
     assert_eq!(
         world
             .count("SELECT count(*) FROM healthsherpa_status_history WHERE transaction_id = 'txn_7c1d2e3f'")
@@ -250,9 +254,12 @@ async fn spark_contact_is_applied_despite_odd_fields() {
         )
         .await
         .unwrap();
-    assert_eq!(r.get::<_, String>(0), "T0NY-S0PR4N0");
-    assert_eq!(r.get::<_, Option<chrono::NaiveDate>>(1), None);
-    assert_eq!(r.get::<_, Option<bool>>(2), None);
+    assert_eq!(
+        intake_it::open_text(r.get(0), "contact_phi.mbi", &["1234"]).as_deref(),
+        Some("T0NY-S0PR4N0")
+    );
+    assert_eq!(r.get::<_, Option<Vec<u8>>>(1), None);
+    assert_eq!(r.get::<_, Option<Vec<u8>>>(2), None);
     assert_eq!(
         world
             .count("SELECT count(*) FROM contact_policies WHERE spark_id = '1234'")

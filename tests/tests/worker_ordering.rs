@@ -15,7 +15,13 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 async fn store(db: &TestDb) -> Store {
-    let store = Store::new(&StoreConfig::new(db.url.clone(), 8, Duration::from_secs(5))).expect("store");
+    let store = Store::new(&StoreConfig::new(
+        db.url.clone(),
+        intake_it::test_keys(),
+        8,
+        Duration::from_secs(5),
+    ))
+    .expect("store");
     store.migrate().await.expect("migrate");
     store
 }
@@ -205,7 +211,11 @@ async fn assert_hs_final_state(client: &tokio_postgres::Client, n: &str, context
         .await
         .unwrap()
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| {
+            let member: String = r.get(0);
+            let last = intake_it::open_text(r.get(1), "healthsherpa_members.last_name", &[&app, &member]);
+            (member, last.unwrap_or_default())
+        })
         .collect();
     assert_eq!(
         members,
@@ -349,7 +359,7 @@ async fn healthsherpa_events_of_the_same_instant_end_the_same_in_either_order() 
     let client = db.client().await;
     let rows = client
         .query(
-            "SELECT p.status, m.last_name, pm.effective_date
+            "SELECT p.status, m.last_name, pm.effective_date, m.application_key, m.member_id
              FROM healthsherpa_policies p
              JOIN healthsherpa_members m USING (application_key)
              JOIN healthsherpa_policy_members pm USING (policy_id)
@@ -362,7 +372,9 @@ async fn healthsherpa_events_of_the_same_instant_end_the_same_in_either_order() 
     for r in &rows {
         // The higher transaction id wins a tie, whichever arrived first.
         assert_eq!(r.get::<_, String>(0), "effectuated");
-        assert_eq!(r.get::<_, String>(1), "Second");
+        let (app, member): (String, String) = (r.get(3), r.get(4));
+        let last = intake_it::open_text(r.get(1), "healthsherpa_members.last_name", &[&app, &member]);
+        assert_eq!(last.as_deref(), Some("Second"));
         assert_eq!(r.get::<_, NaiveDate>(2), day(5, 2));
     }
     db.drop_database().await;
@@ -546,10 +558,23 @@ async fn an_unreadable_parked_event_is_dead_lettered_alone_and_its_prerequisite_
         )
         .await
         .unwrap();
+    // Sealed properly for its row (it opens), but what it holds does not decode.
+    let key = client
+        .query_one(
+            "SELECT endpoint, dedupe_key FROM parked_events WHERE envelope_id = $1",
+            &[&garbled.id],
+        )
+        .await
+        .unwrap();
+    let (endpoint, dedupe_key): (String, String) = (key.get(0), key.get(1));
+    let garbled_event = intake_it::test_keys().seal(
+        br#"{"kind": "from_elsewhere"}"#,
+        &intake_store::crypto::Place::new("parked_events.event", &[&endpoint, &dedupe_key]),
+    );
     client
         .execute(
-            "UPDATE parked_events SET event = '{\"kind\": \"from_elsewhere\"}' WHERE envelope_id = $1",
-            &[&garbled.id],
+            "UPDATE parked_events SET event = $1 WHERE envelope_id = $2",
+            &[&garbled_event, &garbled.id],
         )
         .await
         .unwrap();
@@ -597,7 +622,7 @@ async fn an_unreadable_parked_event_is_dead_lettered_alone_and_its_prerequisite_
         assert_eq!(reason, intake_store::PARKED_FORMAT);
         let original = if *id == future.id { &future } else { &garbled };
         assert_eq!(
-            body.as_slice(),
+            intake_it::open_body(&id.to_string(), body),
             original.body.as_ref(),
             "the body is kept for replay"
         );

@@ -43,6 +43,7 @@ async fn events_are_retried_while_postgres_is_cut_and_applied_once_it_is_back() 
         .expect("proxy");
     let mut config = world.worker_config();
     config.database_url = world.db.url_via(proxy.addr()).into();
+    config.keys = intake_it::test_key_settings();
     let worker = world.start_worker(config).await;
     world.publish(Provider::Spark, contact(1)).await;
     world
@@ -160,6 +161,7 @@ async fn an_event_failing_transiently_every_time_is_dead_lettered_after_the_last
     let world = World::new("w-exhaust").await;
     let store = intake_store::Store::new(&intake_store::StoreConfig::new(
         world.db.url.clone(),
+        intake_it::test_keys(),
         1,
         Duration::from_secs(5),
     ))

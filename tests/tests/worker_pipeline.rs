@@ -57,18 +57,20 @@ async fn every_documented_example_reaches_the_domain_tables() {
     assert_eq!(r.get::<_, String>(10), "201-555-5555");
     let r = c
         .query_one(
-            "SELECT mbi, has_lis, drug_subsidy, dob::text FROM contact_phi WHERE spark_id = '1234'",
+            "SELECT mbi, has_lis, drug_subsidy, dob FROM contact_phi WHERE spark_id = '1234'",
             &[],
         )
         .await
         .unwrap();
-    assert_eq!(r.get::<_, String>(0), "T0NY-S0PR4N0");
-    assert!(r.get::<_, bool>(1));
-    assert_eq!(r.get::<_, String>(2), "ZERO");
-    assert_eq!(r.get::<_, String>(3), "1959-08-22");
+    // Sealed: read back with the keys, each bound to its column and row.
+    let phi = |i: usize, column: &str| intake_it::open_text(r.get(i), column, &["1234"]);
+    assert_eq!(phi(0, "contact_phi.mbi").as_deref(), Some("T0NY-S0PR4N0"));
+    assert_eq!(phi(1, "contact_phi.has_lis").as_deref(), Some("true"));
+    assert_eq!(phi(2, "contact_phi.drug_subsidy").as_deref(), Some("ZERO"));
+    assert_eq!(phi(3, "contact_phi.dob").as_deref(), Some("1959-08-22"));
     let r = c
         .query_one(
-            "SELECT count(*), count(*) FILTER (WHERE category = 'plan_exit'), min(carrier), min(effective_date)::text
+            "SELECT count(*), count(*) FILTER (WHERE category = 'plan_exit')
              FROM contact_policies WHERE spark_id = '1234'",
             &[],
         )
@@ -76,8 +78,23 @@ async fn every_documented_example_reaches_the_domain_tables() {
         .unwrap();
     assert_eq!(r.get::<_, i64>(0), 12);
     assert_eq!(r.get::<_, i64>(1), 4);
-    assert_eq!(r.get::<_, String>(2), "UnitedHealthcare");
-    assert_eq!(r.get::<_, String>(3), "1999-01-10");
+    let r = c
+        .query_one(
+            "SELECT carrier, effective_date FROM contact_policies
+             WHERE spark_id = '1234' AND category = 'plan_exit' AND slot = 'policy_2'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let row = ["1234", "plan_exit", "policy_2"];
+    assert_eq!(
+        intake_it::open_text(r.get(0), "contact_policies.carrier", &row).as_deref(),
+        Some("UnitedHealthcare")
+    );
+    assert_eq!(
+        intake_it::open_text(r.get(1), "contact_policies.effective_date", &row).as_deref(),
+        Some("1999-01-10")
+    );
     assert_eq!(
         world
             .count("SELECT count(*) FROM outbox WHERE contact_id = '1234'")
@@ -175,15 +192,20 @@ async fn every_documented_example_reaches_the_domain_tables() {
     assert_eq!(r.get::<_, String>(3), "1234567");
     assert_eq!(r.get::<_, String>(4), "2026-01-01");
     assert_eq!(r.get::<_, String>(5), "app_5512");
-    let dob: String = c
+    let r = c
         .query_one(
-            "SELECT date_of_birth::text FROM healthsherpa_members WHERE member_id = 'mem_1'",
+            "SELECT application_key, date_of_birth FROM healthsherpa_members WHERE member_id = 'mem_1'",
             &[],
         )
         .await
-        .unwrap()
-        .get(0);
-    assert_eq!(dob, "1959-08-22");
+        .unwrap();
+    let application: String = r.get(0);
+    let dob = intake_it::open_text(
+        r.get(1),
+        "healthsherpa_members.date_of_birth",
+        &[&application, "mem_1"],
+    );
+    assert_eq!(dob.as_deref(), Some("1959-08-22"));
     let r = c
         .query_one(
             "SELECT last_event_type, policy_status, external_id FROM healthsherpa_applications
@@ -286,6 +308,7 @@ async fn fifty_leads_published_at_once_to_two_workers_end_as_if_applied_one_by_o
     let reference = fresh_database("w-s360-seq").await;
     let store = Store::new(&StoreConfig::new(
         reference.url.clone(),
+        intake_it::test_keys(),
         2,
         Duration::from_secs(5),
     ))
@@ -462,7 +485,10 @@ async fn bad_payloads_are_dead_lettered_and_the_queue_flows_on() {
     assert_eq!(m.get::<_, String>(1), "malformed_payload");
     assert!(m.get::<_, String>(2).starts_with("body is not valid JSON"));
     assert_eq!(m.get::<_, i32>(3), 1);
-    assert_eq!(m.get::<_, Vec<u8>>(4), malformed.body.to_vec());
+    assert_eq!(
+        intake_it::open_body(&malformed.id.to_string(), &m.get::<_, Vec<u8>>(4)),
+        malformed.body.to_vec()
+    );
     let u = by_id(unknown.id);
     assert_eq!(u.get::<_, String>(1), "unknown_event_type");
     assert_eq!(
@@ -526,7 +552,10 @@ async fn a_parked_event_past_its_limit_is_dead_lettered_as_ordering_timeout() {
         .unwrap();
     assert_eq!(r.get::<_, uuid::Uuid>(0), parked.id);
     assert_eq!(r.get::<_, String>(1), "lead.rental_alert");
-    assert_eq!(r.get::<_, Vec<u8>>(2), parked.body.to_vec());
+    assert_eq!(
+        intake_it::open_body(&parked.id.to_string(), &r.get::<_, Vec<u8>>(2)),
+        parked.body.to_vec()
+    );
     // Published to the dead-letter queue as recorded: the recorder consumed it without a second row.
     assert!(intake_it::wait_until(DEADLINE, || async { world.dead_letter_queue_count().await == 0 }).await);
     assert_eq!(world.count("SELECT count(*) FROM dead_letters").await, 1);

@@ -21,7 +21,13 @@ use worker_support::World;
 const DAY: Duration = Duration::from_secs(86_400);
 
 async fn store(db: &TestDb) -> Store {
-    let store = Store::new(&StoreConfig::new(db.url.clone(), 4, Duration::from_secs(10))).expect("store");
+    let store = Store::new(&StoreConfig::new(
+        db.url.clone(),
+        intake_it::test_keys(),
+        4,
+        Duration::from_secs(10),
+    ))
+    .expect("store");
     store.migrate().await.expect("migrate");
     store
 }

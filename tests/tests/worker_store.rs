@@ -11,7 +11,13 @@ use intake_providers::fixtures;
 use intake_store::{ApplyOptions, Outcome, Store, StoreConfig};
 
 async fn store(db: &TestDb) -> Store {
-    let store = Store::new(&StoreConfig::new(db.url.clone(), 8, Duration::from_secs(5))).expect("store");
+    let store = Store::new(&StoreConfig::new(
+        db.url.clone(),
+        intake_it::test_keys(),
+        8,
+        Duration::from_secs(5),
+    ))
+    .expect("store");
     store.migrate().await.expect("migrate");
     store
 }
@@ -77,7 +83,15 @@ fn migration_files() -> Vec<i32> {
 async fn concurrent_migrations_apply_once() {
     let db = fresh_database("w-migrate").await;
     let stores: Vec<Store> = (0..4)
-        .map(|_| Store::new(&StoreConfig::new(db.url.clone(), 2, Duration::from_secs(5))).expect("store"))
+        .map(|_| {
+            Store::new(&StoreConfig::new(
+                db.url.clone(),
+                intake_it::test_keys(),
+                2,
+                Duration::from_secs(5),
+            ))
+            .expect("store")
+        })
         .collect();
     let results = futures_util::future::join_all(stores.iter().map(|s| s.migrate())).await;
     for r in results {
@@ -347,13 +361,10 @@ async fn an_older_spark_snapshot_never_overwrites_a_newer_one_and_duplicates_cou
     assert_eq!(row.get::<_, String>(0), "Tony");
     assert_eq!(row.get::<_, String>(1), "dwight.harris@fbi.gov");
     assert_eq!(row.get::<_, String>(2), "Spouse");
-    let (mbi, dob): (String, chrono::NaiveDate) = client
-        .query_one("SELECT mbi, dob FROM contact_phi WHERE spark_id = '1234'", &[])
-        .await
-        .map(|r| (r.get(0), r.get(1)))
-        .unwrap();
-    assert_eq!(mbi, "T0NY-S0PR4N0");
-    assert_eq!(dob, chrono::NaiveDate::from_ymd_opt(1959, 8, 22).unwrap());
+    // PHI is sealed: read back through the store, which opens it.
+    let phi = |column: &'static str| store.open_sealed_text("contact_phi", column, &["1234"]);
+    assert_eq!(phi("mbi").await.unwrap().as_deref(), Some("T0NY-S0PR4N0"));
+    assert_eq!(phi("dob").await.unwrap().as_deref(), Some("1959-08-22"));
     let policies: i64 = client
         .query_one(
             "SELECT count(*) FROM contact_policies WHERE spark_id = '1234'",
@@ -407,12 +418,12 @@ async fn a_parked_event_past_its_limit_is_swept_as_ordering_timeout() {
     );
     let client = db.client().await;
     let row = client
-        .query_one("SELECT reason, body FROM dead_letters", &[])
+        .query_one("SELECT reason, body, envelope_id::text FROM dead_letters", &[])
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "ordering_timeout");
     assert_eq!(
-        row.get::<_, Vec<u8>>(1),
+        intake_it::open_body(row.get(2), &row.get::<_, Vec<u8>>(1)),
         fixtures::SPARK360_CONTACT_REQUESTED.as_bytes()
     );
     let outcome: String = client

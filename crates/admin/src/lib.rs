@@ -5,7 +5,12 @@
 //!   dedupe-safe (an event that took effect is not applied twice unless `--force`);
 //! - `parked list | release | drop` ([`parked`]);
 //! - `trace` ([`trace`]): one webhook's whole life;
-//! - `status` ([`status`]): queues, parked events, open dead letters, outbox backlog.
+//! - `status` ([`status`]): queues, parked events, open dead letters, outbox backlog;
+//! - `keys status | rotate` ([`keys`]): which key seals how many PHI values; re-seal under the
+//!   current key.
+//!
+//! PHI is printed only where a flag asks for it (`dead-letters show ID --body`); every other
+//! output holds ids, reasons and counts.
 //!
 //! Every command prints a table, or with `--json` one JSON document (shapes in README). Exit
 //! codes: 0 done, 1 failed (database or broker unreachable…), 2 bad usage, 3 not found, 4
@@ -13,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod dead_letters;
+pub mod keys;
 pub mod parked;
 pub mod status;
 pub mod trace;
@@ -22,7 +28,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use intake_broker::{BrokerSettings, Publisher, PublisherConfig, Topology};
-use intake_store::{Store, StoreConfig, StoreError};
+use intake_store::{KeySettings, Store, StoreConfig, StoreError};
 use secrecy::{ExposeSecret, SecretString};
 
 pub use when::{parse_duration, parse_when};
@@ -47,6 +53,10 @@ pub struct AdminConfig {
     #[arg(skip = intake_store::database_url_from_env())]
     pub database_url: SecretString,
 
+    /// PHI keys, from `INTAKE_ENCRYPTION_KEYS` and `INTAKE_HMAC_KEY` only (never logged, no flag).
+    #[arg(skip = KeySettings::from_env())]
+    pub keys: KeySettings,
+
     /// RabbitMQ's Prometheus endpoint, for the unacked counts of `status` (optional).
     #[arg(
         long = "rabbitmq-metrics-url",
@@ -61,6 +71,7 @@ impl std::fmt::Debug for AdminConfig {
         f.debug_struct("AdminConfig")
             .field("broker", &self.broker)
             .field("database_url", &"<redacted>")
+            .field("keys", &self.keys)
             .finish_non_exhaustive()
     }
 }
@@ -97,8 +108,13 @@ impl Admin {
             .broker
             .topology()
             .map_err(|e| AdminError::Usage(e.to_string()))?;
+        let keys = config
+            .keys
+            .keyring()
+            .map_err(|e| AdminError::Usage(e.to_string()))?;
         let store = Store::new(&StoreConfig::new(
             config.database_url.clone(),
+            keys,
             2,
             Duration::from_secs(10),
         ))?;
@@ -198,6 +214,9 @@ pub enum OperatorCommand {
     Trace(trace::TraceArgs),
     /// Queues, parked events, open dead letters and outbox backlog right now.
     Status(status::StatusArgs),
+    /// PHI keys: which key seals how many values, and rotation to the current key.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 /// Reads [`AdminConfig`] from the environment only (the same variables as the roles).
@@ -230,6 +249,7 @@ pub async fn run(command: OperatorCommand) -> ExitCode {
             OperatorCommand::DeadLetters(c) => dead_letters::run(&admin, c).await,
             OperatorCommand::Parked(c) => parked::run(&admin, c).await,
             OperatorCommand::Trace(a) => trace::run(&admin, a).await,
+            OperatorCommand::Keys(c) => keys::run(&admin, c).await,
             OperatorCommand::Status(a) => {
                 status::run(&admin, amqp_url.expose_secret(), &metrics_url, a).await
             }

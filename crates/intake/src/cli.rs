@@ -96,6 +96,10 @@ pub struct MigrateArgs {
     /// Postgres URL, from `INTAKE_DATABASE_URL` only (may hold a password: never logged, no flag).
     #[arg(skip = database_url_from_env())]
     pub database_url: SecretString,
+    /// PHI keys, from `INTAKE_ENCRYPTION_KEYS` and `INTAKE_HMAC_KEY` only (a migration may seal
+    /// values that were plaintext).
+    #[arg(skip = intake_store::KeySettings::from_env())]
+    pub keys: intake_store::KeySettings,
     /// Longest wait for Postgres and RabbitMQ to become reachable (seconds); then exit 1.
     #[arg(long, env = "INTAKE_MIGRATE_WAIT_SECS", default_value_t = 60)]
     pub wait_secs: u64,

@@ -17,8 +17,10 @@ use crate::cli::MigrateArgs;
 pub async fn run(args: &MigrateArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let topology = args.broker.topology()?;
     let deadline = Instant::now() + Duration::from_secs(args.wait_secs);
+    let keys = args.keys.keyring()?;
     let store = Store::new(&StoreConfig::new(
         args.database_url.clone(),
+        keys,
         1,
         Duration::from_millis(args.db_timeout_ms),
     ))

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use intake_broker::Topology;
 use intake_it::pg::{TestDb, fresh_database};
-use intake_it::{AMQP_URL, QueueProbe, TEST_QUEUE_EXPIRY_SECS, unique_name, wait_until};
+use intake_it::{
+    AMQP_URL, QueueProbe, TEST_ENCRYPTION_KEYS, TEST_HMAC_KEY, TEST_QUEUE_EXPIRY_SECS, unique_name,
+    wait_until,
+};
 use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -43,6 +46,8 @@ fn base_env(db: &TestDb, prefix: &str) -> Vec<(&'static str, String)> {
         ("INTAKE_DATABASE_URL", db.url.clone()),
         ("INTAKE_QUEUE_PREFIX", prefix.to_owned()),
         ("INTAKE_QUEUE_EXPIRES_SECS", TEST_QUEUE_EXPIRY_SECS.to_string()),
+        ("INTAKE_ENCRYPTION_KEYS", TEST_ENCRYPTION_KEYS.to_owned()),
+        ("INTAKE_HMAC_KEY", TEST_HMAC_KEY.to_owned()),
     ]
 }
 
@@ -136,11 +141,56 @@ async fn migrate_fails_when_postgres_stays_unreachable() {
             format!("postgres://postgres@{closed}/nope"),
         ),
         ("INTAKE_MIGRATE_WAIT_SECS", "1".to_owned()),
+        ("INTAKE_ENCRYPTION_KEYS", TEST_ENCRYPTION_KEYS.to_owned()),
+        ("INTAKE_HMAC_KEY", TEST_HMAC_KEY.to_owned()),
     ];
     let output = run(&["migrate"], &env);
     assert!(!output.status.success(), "an unreachable database is a failure");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("migrating Postgres"), "{stderr}");
+}
+
+#[test]
+fn every_role_that_touches_phi_refuses_to_start_without_keys_and_never_prints_them() {
+    let closed = free_port();
+    let url = (
+        "INTAKE_DATABASE_URL",
+        format!("postgres://postgres@{closed}/nope"),
+    );
+    let hs = [
+        ("HEALTHSHERPA_API_KEY", "hs-key".to_owned()),
+        ("HEALTHSHERPA_BASE_URL", "http://127.0.0.1:9".to_owned()),
+    ];
+    let bad_key = "k1:c2hvcnQta2V5LW9mLTE2Yg==";
+    for args in [
+        &["migrate"][..],
+        &["worker"],
+        &["sync"],
+        &["dead-letters", "list"],
+        &["keys", "status"],
+    ] {
+        // No key at all: refused at start, naming the variable.
+        let mut env = vec![url.clone()];
+        env.extend(hs.iter().cloned());
+        let output = run(args, &env);
+        assert!(!output.status.success(), "{args:?} without keys must fail");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("INTAKE_ENCRYPTION_KEYS"), "{args:?}: {stderr}");
+        // A key of the wrong size: refused, naming the variable and never its value.
+        env.push(("INTAKE_ENCRYPTION_KEYS", bad_key.to_owned()));
+        env.push(("INTAKE_HMAC_KEY", TEST_HMAC_KEY.to_owned()));
+        let output = run(args, &env);
+        assert!(!output.status.success(), "{args:?} with a bad key must fail");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("INTAKE_ENCRYPTION_KEYS") && stderr.contains("16 bytes"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("c2hvcnQta2V5") && !stderr.contains(TEST_HMAC_KEY),
+            "{stderr}"
+        );
+    }
 }
 
 #[tokio::test]

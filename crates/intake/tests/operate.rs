@@ -42,6 +42,8 @@ async fn intake_at(database_url: &str, prefix: &str, tiers: &str, args: &[&str])
         .env("INTAKE_AMQP_URL", AMQP_URL)
         .env("INTAKE_DATABASE_URL", database_url)
         .env("INTAKE_QUEUE_PREFIX", prefix)
+        .env("INTAKE_ENCRYPTION_KEYS", intake_it::TEST_ENCRYPTION_KEYS)
+        .env("INTAKE_HMAC_KEY", intake_it::TEST_HMAC_KEY)
         .env("INTAKE_RETRY_TIERS", tiers)
         .env("INTAKE_QUEUE_EXPIRES_SECS", TEST_QUEUE_EXPIRY_SECS.to_string())
         // No RabbitMQ Prometheus endpoint is needed for these tests.
@@ -313,8 +315,13 @@ fn envelope(provider: Provider, body: &str) -> Envelope {
 }
 
 async fn store_of(world: &World) -> Store {
-    let store =
-        Store::new(&StoreConfig::new(world.db.url.clone(), 2, Duration::from_secs(5))).expect("store");
+    let store = Store::new(&StoreConfig::new(
+        world.db.url.clone(),
+        intake_it::test_keys(),
+        2,
+        Duration::from_secs(5),
+    ))
+    .expect("store");
     store.migrate().await.expect("migrate");
     store
 }

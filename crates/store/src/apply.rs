@@ -10,8 +10,10 @@ use intake_core::Envelope;
 use intake_providers::{DecodedEvent, Ordering, RuleSpec};
 use uuid::Uuid;
 
+use crate::crypto::{Keyring, Place};
 use crate::effects::{self, Mode};
 use crate::error::UNIQUE_VIOLATION;
+use crate::sealed::{self, BODY};
 use crate::{Store, StoreError};
 
 /// What happened to one event.
@@ -90,7 +92,7 @@ pub struct ApplyOptions {
 }
 
 /// Version of the stored form of a parked event (`parked_events.event`, a serialized
-/// [`DecodedEvent`]). Bump it when that form changes so that a row written by another build is
+/// [`DecodedEvent`], sealed). Bump it when that form changes so that a row written by another build is
 /// recognised instead of misread; a row of another version is dead-lettered as [`PARKED_FORMAT`].
 pub const PARKED_EVENT_FORMAT: i32 = 1;
 
@@ -102,8 +104,8 @@ pub(crate) struct EntityState {
     /// The newest `(occurred_at, envelope id)` seen for a NewestWins entity.
     version: Option<DateTime<Utc>>,
     version_envelope_id: Option<Uuid>,
-    /// SHA-256 of the raw body that set the current state (NewestWins).
-    content_sha256: Option<String>,
+    /// Keyed hash (HMAC-SHA256, hex) of the raw body that set the current state (NewestWins).
+    content_hmac: Option<String>,
 }
 
 impl EntityState {
@@ -125,13 +127,10 @@ impl EntityState {
     }
 }
 
-/// Lowercase hex SHA-256 of a raw body (what `encode(sha256(body), 'hex')` gives in SQL).
-fn sha256_hex(body: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(body)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// Keyed hash (lowercase hex HMAC-SHA256 under `INTAKE_HMAC_KEY`) of a raw body: compared, never
+/// read back, and useless to anyone guessing bodies without the key.
+fn body_hmac(keys: &Keyring, body: &[u8]) -> String {
+    keys.keyed_hash_hex(BODY, body)
 }
 
 /// Whether applying `event_type` can release parked events of its provider.
@@ -209,16 +208,16 @@ impl Store {
             } => {
                 if !state.applied_types.contains(prerequisite) {
                     let limit = options.park_limit.unwrap_or(Duration::from_secs(*limit_secs));
-                    insert_raw(&tx, envelope).await?;
-                    park(&tx, envelope, event, prerequisite, limit).await?;
+                    insert_raw(&tx, &self.keys, envelope).await?;
+                    park(&tx, &self.keys, envelope, event, prerequisite, limit).await?;
                     tx.commit().await?;
                     return Ok(ApplyReport::only(Outcome::Parked));
                 }
                 Mode::Apply
             }
             Ordering::NewestWins => {
-                let digest = sha256_hex(&envelope.body);
-                if state.content_sha256.as_deref() == Some(digest.as_str()) {
+                let digest = body_hmac(&self.keys, &envelope.body);
+                if state.content_hmac.as_deref() == Some(digest.as_str()) {
                     // The current state again (a provider's retry): nothing to apply, no
                     // notification, but it is the newest receipt so far if it is newer, so an
                     // older different body still arriving late stays stale.
@@ -230,7 +229,7 @@ impl Store {
                 }
                 if state.is_older_than(event.occurred_at, envelope.id) {
                     state.advance(event.occurred_at, envelope.id);
-                    state.content_sha256 = Some(digest);
+                    state.content_hmac = Some(digest);
                     Mode::Apply
                 } else {
                     Mode::Stale
@@ -244,8 +243,8 @@ impl Store {
                 }
             }
         };
-        insert_raw(&tx, envelope).await?;
-        let effected = effects::apply(&tx, event, envelope.id, mode).await?;
+        insert_raw(&tx, &self.keys, envelope).await?;
+        let effected = effects::apply(&tx, &self.keys, event, envelope.id, mode).await?;
         let mut changed_contacts = effected.contacts;
         let outcome = if effected.changed {
             Outcome::Applied
@@ -263,7 +262,7 @@ impl Store {
                 dead_letters: &mut parked_dead_letters,
                 changed_contacts: &mut changed_contacts,
             };
-            release(&tx, event, &mut state, &mut out).await?;
+            release(&tx, &self.keys, event, &mut state, &mut out).await?;
         }
         for contact in &changed_contacts {
             let outbox = tx
@@ -286,9 +285,9 @@ impl Store {
     }
 }
 
-/// Keeps the envelope as received (audit and replay). Not for a duplicate: its body is already
-/// kept under the envelope that set the current state.
-async fn insert_raw(tx: &Transaction<'_>, envelope: &Envelope) -> Result<(), StoreError> {
+/// Keeps the envelope as received (audit and replay), its body sealed. Not for a duplicate: its
+/// body is already kept under the envelope that set the current state.
+async fn insert_raw(tx: &Transaction<'_>, keys: &Keyring, envelope: &Envelope) -> Result<(), StoreError> {
     let raw = tx
         .prepare_cached(
             "INSERT INTO raw_events (envelope_id, endpoint, provider, received_at, headers, body)
@@ -296,6 +295,8 @@ async fn insert_raw(tx: &Transaction<'_>, envelope: &Envelope) -> Result<(), Sto
         )
         .await?;
     let headers = serde_json::to_value(&envelope.headers).unwrap_or_default();
+    let id = envelope.id.to_string();
+    let body = keys.seal(&envelope.body, &Place::new(BODY, &[&id]));
     tx.execute(
         &raw,
         &[
@@ -304,7 +305,7 @@ async fn insert_raw(tx: &Transaction<'_>, envelope: &Envelope) -> Result<(), Sto
             &envelope.provider.as_str(),
             &envelope.received_at,
             &headers,
-            &envelope.body.as_ref(),
+            &body,
         ],
     )
     .await?;
@@ -319,7 +320,7 @@ pub(crate) async fn save_entity(
     let save = tx
         .prepare_cached(
             "UPDATE entities SET applied_types = $3, version = $4, version_envelope_id = $5,
-                                 content_sha256 = $6, updated_at = now()
+                                 content_hmac = $6, updated_at = now()
              WHERE kind = $1 AND id = $2",
         )
         .await?;
@@ -331,7 +332,7 @@ pub(crate) async fn save_entity(
             &state.applied_types,
             &state.version,
             &state.version_envelope_id,
-            &state.content_sha256,
+            &state.content_hmac,
         ],
     )
     .await?;
@@ -354,7 +355,7 @@ pub(crate) async fn lock_entity(
         .prepare_cached(
             "INSERT INTO entities (kind, id) VALUES ($1, $2)
              ON CONFLICT (kind, id) DO UPDATE SET updated_at = now()
-             RETURNING applied_types, version, version_envelope_id, content_sha256",
+             RETURNING applied_types, version, version_envelope_id, content_hmac",
         )
         .await?;
     let row = tx
@@ -364,7 +365,7 @@ pub(crate) async fn lock_entity(
         applied_types: row.get(0),
         version: row.get(1),
         version_envelope_id: row.get(2),
-        content_sha256: row.get(3),
+        content_hmac: row.get(3),
     })
 }
 
@@ -396,6 +397,7 @@ pub(crate) async fn mark_released(
 
 async fn park(
     tx: &Transaction<'_>,
+    keys: &Keyring,
     envelope: &Envelope,
     event: &DecodedEvent,
     prerequisite: &str,
@@ -408,7 +410,9 @@ async fn park(
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now() + make_interval(secs => $11), $12)",
         )
         .await?;
-    let json = serde_json::to_value(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let json = serde_json::to_vec(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let row = parked_place(&envelope.endpoint, &event.dedupe_key);
+    let sealed_event = keys.seal(&json, &Place::new(PARKED_EVENT_LABEL, &row));
     tx.execute(
         &stmt,
         &[
@@ -420,7 +424,7 @@ async fn park(
             &envelope.id,
             &envelope.provider.as_str(),
             &event.event_type,
-            &json,
+            &sealed_event,
             &envelope.received_at,
             &limit.as_secs_f64(),
             &PARKED_EVENT_FORMAT,
@@ -459,6 +463,7 @@ ON CONFLICT DO NOTHING";
 /// [`PARKED_FORMAT`]; the others are still applied.
 pub(crate) async fn release(
     tx: &Transaction<'_>,
+    keys: &Keyring,
     event: &DecodedEvent,
     state: &mut EntityState,
     out: &mut ReleaseOut<'_>,
@@ -494,18 +499,9 @@ pub(crate) async fn release(
             let envelope_id: Uuid = row.get(3);
             let received_at: DateTime<Utc> = row.get(5);
             let format: i32 = row.get(6);
-            let readable = if format == PARKED_EVENT_FORMAT {
-                serde_json::from_value::<DecodedEvent>(row.get(4)).ok()
-            } else {
-                None
-            };
-            let Some(parked) = readable else {
-                // Never the serde message: it can quote values from the event.
-                let error = if format == PARKED_EVENT_FORMAT {
-                    format!("parked event of format {format} does not decode")
-                } else {
-                    format!("parked event of format {format}; this build reads format {PARKED_EVENT_FORMAT}")
-                };
+            let readable = open_parked(keys, &endpoint, &dedupe_key, format, row.get(4));
+            let Ok(parked) = readable else {
+                let error = readable.err().map(|e| e.to_string()).unwrap_or_default();
                 let provider: String = row.get(7);
                 let event_type: String = row.get(8);
                 let stmt = tx.prepare_cached(INSERT_PARKED_DEAD_LETTER).await?;
@@ -530,7 +526,7 @@ pub(crate) async fn release(
                 });
                 continue;
             };
-            let effected = effects::apply(tx, &parked, envelope_id, Mode::Apply).await?;
+            let effected = effects::apply(tx, keys, &parked, envelope_id, Mode::Apply).await?;
             out.changed_contacts.extend(effected.contacts);
             record_applied(state, &parked);
             mark_released(tx, &endpoint, &dedupe_key).await?;
@@ -540,4 +536,33 @@ pub(crate) async fn release(
             });
         }
     }
+}
+
+/// Label of a parked event's sealed form.
+const PARKED_EVENT_LABEL: &str = "parked_events.event";
+
+/// Where a parked event's sealed form belongs: its event's inbox key.
+fn parked_place<'a>(endpoint: &'a str, dedupe_key: &'a str) -> [&'a str; 2] {
+    [endpoint, dedupe_key]
+}
+
+/// Reads a parked event back: opens its sealed form and decodes it. The error never quotes the
+/// event (no serde message: it can quote values).
+pub(crate) fn open_parked(
+    keys: &Keyring,
+    endpoint: &str,
+    dedupe_key: &str,
+    format: i32,
+    sealed_event: Vec<u8>,
+) -> Result<DecodedEvent, StoreError> {
+    if format != PARKED_EVENT_FORMAT {
+        return Err(StoreError::Corrupt(format!(
+            "parked event of format {format}; this build reads format {PARKED_EVENT_FORMAT}"
+        )));
+    }
+    let row = parked_place(endpoint, dedupe_key);
+    let place = Place::new(PARKED_EVENT_LABEL, &row);
+    let json = sealed::open_bytes(keys, Some(sealed_event), &place)?.unwrap_or_default();
+    serde_json::from_slice(&json)
+        .map_err(|_| StoreError::Corrupt(format!("parked event of format {format} does not decode")))
 }

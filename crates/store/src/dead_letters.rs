@@ -6,6 +6,8 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
+use crate::crypto::Place;
+use crate::sealed::{BODY, open_bytes};
 use crate::{Store, StoreError};
 
 /// A dead letter to record (written by the dead-letter queue's recorder).
@@ -119,7 +121,7 @@ pub struct DeadLetterRow {
     /// Properties to republish with.
     #[serde(skip)]
     pub properties: Option<serde_json::Value>,
-    /// Body, loaded only when asked for (may hold PHI).
+    /// Body, opened only when asked for ([`Store::dead_letter`]; may hold PHI).
     #[serde(skip)]
     pub body: Option<Vec<u8>>,
 }
@@ -147,7 +149,7 @@ const COLUMNS: &str = "id, source, envelope_id, endpoint, provider, event_type, 
     first_error, last_error, received_at, dead_lettered_at, queue, replay_count, replayed_at, resolved_at,
     resolution, headers, properties";
 
-fn row_of(row: &tokio_postgres::Row, with_body: bool) -> DeadLetterRow {
+fn row_of(row: &tokio_postgres::Row) -> DeadLetterRow {
     DeadLetterRow {
         id: row.get(0),
         source: row.get(1),
@@ -169,7 +171,7 @@ fn row_of(row: &tokio_postgres::Row, with_body: bool) -> DeadLetterRow {
         resolution: row.get(17),
         headers: row.get(18),
         properties: row.get(19),
-        body: if with_body { row.get(20) } else { None },
+        body: None,
     }
 }
 
@@ -218,6 +220,8 @@ impl Store {
         let client = self.pool.get().await?;
         let stmt = client.prepare_cached(INSERT).await?;
         let attempts = i32::try_from(d.attempts).unwrap_or(i32::MAX);
+        let id = d.message_id.to_string();
+        let body = self.keys.seal(d.body, &Place::new(BODY, &[&id]));
         let n = client
             .execute(
                 &stmt,
@@ -236,7 +240,7 @@ impl Store {
                     &d.received_at,
                     &d.headers,
                     &d.properties,
-                    &d.body,
+                    &body,
                 ],
             )
             .await?;
@@ -274,10 +278,11 @@ impl Store {
         let refs: Vec<&(dyn ToSql + Sync)> =
             params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
         let rows = client.query(&sql, &refs).await?;
-        Ok(rows.iter().map(|r| row_of(r, false)).collect())
+        Ok(rows.iter().map(row_of).collect())
     }
 
-    /// One dead letter, its body included.
+    /// One dead letter, its body included (opened: PHI in memory; the caller shows it only when
+    /// asked to).
     pub async fn dead_letter(&self, id: i64) -> Result<Option<DeadLetterRow>, StoreError> {
         let client = self.pool.get().await?;
         let row = client
@@ -286,7 +291,11 @@ impl Store {
                 &[&id],
             )
             .await?;
-        Ok(row.map(|r| row_of(&r, true)))
+        let Some(row) = row else { return Ok(None) };
+        let mut dead_letter = row_of(&row);
+        let message_id = dead_letter.message_id.to_string();
+        dead_letter.body = open_bytes(&self.keys, row.get(20), &Place::new(BODY, &[&message_id]))?;
+        Ok(Some(dead_letter))
     }
 
     /// Marks every dead letter matching `filter` purged (kept for audit until retention deletes

@@ -26,6 +26,15 @@ pub enum StoreError {
     /// A stored row could not be read back (e.g. a parked event in an unknown format).
     #[error("stored data unreadable: {0}")]
     Corrupt(String),
+    /// A sealed PHI value could not be opened (a key missing from `INTAKE_ENCRYPTION_KEYS`, a
+    /// wrong key, or a value moved or tampered with). Names the column, never a value.
+    #[error("sealed column {column}: {source}")]
+    Sealed {
+        /// The column's label, e.g. `contact_phi.mbi`.
+        column: String,
+        /// Why.
+        source: crate::crypto::CryptoError,
+    },
     /// The migrations cannot run: an applied one was edited, or one is missing. Needs a person.
     #[error("migrations refused: {0}")]
     Migration(String),
@@ -48,7 +57,7 @@ impl StoreError {
                     || code.starts_with("57") // operator intervention: shutdown, statement timeout
                     || code == "55P03" // lock not available
             }
-            StoreError::Corrupt(_) | StoreError::Migration(_) => false,
+            StoreError::Corrupt(_) | StoreError::Migration(_) | StoreError::Sealed { .. } => false,
         }
     }
 

@@ -11,6 +11,7 @@
 //! - [`dead_letters`]: the one dead-letter store (record, list, replay bookkeeping, purge);
 //! - [`operator`]: an operator's release or drop of a parked event;
 //! - [`trace`]: one webhook's life read back for `intake trace`, and parked events for operators;
+//! - [`crypto`], [`sealed`], [`keys`]: PHI at rest — the keys, the sealed columns, rotation;
 //! - [`maintenance`]: dead letters, the parked-event sweeper (`FOR UPDATE SKIP LOCKED`),
 //!   retention of every growing table in batches, and the numbers behind the gauges.
 //!
@@ -18,21 +19,27 @@
 #![forbid(unsafe_code)]
 
 pub mod apply;
+pub mod crypto;
 pub mod dead_letters;
 mod effects;
 mod error;
+pub mod keys;
 pub mod maintenance;
 pub mod operator;
 pub mod pool;
+pub mod sealed;
 pub mod settings;
 pub mod sync;
+mod tls;
 pub mod trace;
 
 pub use apply::{
     ApplyOptions, ApplyReport, Outcome, PARKED_EVENT_FORMAT, PARKED_FORMAT, ParkedDeadLetter, Released,
 };
+pub use crypto::{CryptoError, KeyError, KeySettings, Keyring};
 pub use dead_letters::{DeadLetterFilter, DeadLetterRow, NewDeadLetter};
 pub use error::StoreError;
+pub use keys::{KeyUsage, Resealed};
 pub use maintenance::{DeadLetter, DeadLetterSink, ExpiredParked, ORDERING_TIMEOUT, ParkedStats, Retained};
 pub use operator::{DROPPED_BY_OPERATOR, Dropped, ManualRelease};
 pub use pool::{SessionBounds, Store, StoreConfig};

@@ -11,6 +11,8 @@ use chrono::{DateTime, Utc};
 use intake_core::{Envelope, Provider};
 use uuid::Uuid;
 
+use crate::crypto::Place;
+use crate::sealed::BODY;
 use crate::{Store, StoreError};
 
 /// Reason recorded for a parked event that waited past its limit.
@@ -172,6 +174,8 @@ impl Store {
         let stmt = client.prepare_cached(INSERT_DEAD_LETTER).await?;
         let headers = serde_json::to_value(&d.envelope.headers).unwrap_or_default();
         let attempts = i32::try_from(d.attempts).unwrap_or(i32::MAX);
+        let id = d.envelope.id.to_string();
+        let body = self.keys.seal(&d.envelope.body, &Place::new(BODY, &[&id]));
         client
             .execute(
                 &stmt,
@@ -187,7 +191,7 @@ impl Store {
                     &d.last_error,
                     &d.envelope.received_at,
                     &headers,
-                    &d.envelope.body.as_ref(),
+                    &body,
                 ],
             )
             .await?;
@@ -227,14 +231,29 @@ impl Store {
                 .get::<_, Option<serde_json::Value>>(8)
                 .and_then(|v| serde_json::from_value(v).ok())
                 .unwrap_or_default();
+            let envelope_id: Uuid = row.get(3);
+            let id_text = envelope_id.to_string();
+            let body_row = [id_text.as_str()];
+            let body_place = Place::new(BODY, &body_row);
+            let stored_body: Option<Vec<u8>> = row.get(9);
+            // A body that does not open (its key not configured here) is kept sealed as it is
+            // in the dead letter, for an operator with the key; the queue copy goes without it.
+            let body = match stored_body.as_deref().map(|b| self.keys.open(b, &body_place)) {
+                Some(Ok(plain)) => plain,
+                Some(Err(e)) => {
+                    tracing::warn!(%envelope_id, error = %e, "expired parked event's body does not open; dead-lettered sealed");
+                    Vec::new()
+                }
+                None => Vec::new(),
+            };
             let expired = ExpiredParked {
                 envelope: Envelope {
-                    id: row.get::<_, Uuid>(3),
+                    id: envelope_id,
                     endpoint: row.get(1),
                     provider,
                     received_at: row.get::<_, DateTime<Utc>>(4),
                     headers,
-                    body: Bytes::from(row.get::<_, Option<Vec<u8>>>(9).unwrap_or_default()),
+                    body: Bytes::from(body),
                 },
                 event_type: row.get(5),
                 dedupe_key: row.get(6),
@@ -247,6 +266,10 @@ impl Store {
                 .await?;
             let reason = format!("{} was not applied within the park limit", expired.waited_for);
             let headers = serde_json::to_value(&expired.envelope.headers).unwrap_or_default();
+            let sealed_body = match stored_body {
+                Some(sealed) if expired.envelope.body.is_empty() => sealed,
+                _ => self.keys.seal(&expired.envelope.body, &body_place),
+            };
             tx.execute(
                 INSERT_DEAD_LETTER,
                 &[
@@ -261,7 +284,7 @@ impl Store {
                     &reason,
                     &expired.envelope.received_at,
                     &headers,
-                    &expired.envelope.body.as_ref(),
+                    &sealed_body,
                 ],
             )
             .await?;

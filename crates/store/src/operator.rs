@@ -7,9 +7,7 @@ use chrono::{DateTime, Utc};
 use intake_providers::DecodedEvent;
 use uuid::Uuid;
 
-use crate::apply::{
-    self, INSERT_PARKED_DEAD_LETTER, PARKED_EVENT_FORMAT, ParkedDeadLetter, ReleaseOut, Released,
-};
+use crate::apply::{self, INSERT_PARKED_DEAD_LETTER, ParkedDeadLetter, ReleaseOut, Released};
 use crate::effects::{self, Mode};
 use crate::{Store, StoreError};
 
@@ -58,15 +56,9 @@ impl Store {
         let dedupe_key: String = row.get(1);
         let envelope_id: Uuid = row.get(2);
         let format: i32 = row.get(4);
-        if format != PARKED_EVENT_FORMAT {
-            return Err(StoreError::Corrupt(format!(
-                "parked event of format {format}; this build reads format {PARKED_EVENT_FORMAT}"
-            )));
-        }
-        let event: DecodedEvent = serde_json::from_value(row.get(3))
-            .map_err(|_| StoreError::Corrupt("parked event does not decode".into()))?;
+        let event: DecodedEvent = apply::open_parked(&self.keys, &endpoint, &dedupe_key, format, row.get(3))?;
         let mut state = apply::lock_entity(&tx, &event).await?;
-        let effected = effects::apply(&tx, &event, envelope_id, Mode::Apply).await?;
+        let effected = effects::apply(&tx, &self.keys, &event, envelope_id, Mode::Apply).await?;
         let mut changed_contacts = effected.contacts;
         apply::record_applied(&mut state, &event);
         apply::mark_released(&tx, &endpoint, &dedupe_key).await?;
@@ -87,7 +79,7 @@ impl Store {
                 dead_letters: &mut dead_letters,
                 changed_contacts: &mut changed_contacts,
             };
-            apply::release(&tx, &event, &mut state, &mut out).await?;
+            apply::release(&tx, &self.keys, &event, &mut state, &mut out).await?;
         }
         for contact in &changed_contacts {
             tx.execute(

@@ -1,7 +1,8 @@
 //! The connection pool, with server-side bounds on every session (`statement_timeout`,
 //! `lock_timeout`), and the migrations: refinery runs `crates/store/migrations` inside a Postgres
 //! advisory lock, so several processes starting at once apply each migration exactly once, and an
-//! applied migration whose file was edited since stops the process.
+//! applied migration whose file was edited since stops the process. Connections use TLS (rustls)
+//! when the URL says `sslmode=require` (see [`crate::tls`]).
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -14,6 +15,8 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio_postgres::NoTls;
 
 use crate::StoreError;
+use crate::crypto::Keyring;
+use crate::tls::{self, PgTls};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -33,7 +36,12 @@ const LEGACY_HISTORY_TABLE: &str = "intake_schema_migrations";
 #[derive(Clone)]
 pub struct StoreConfig {
     /// `postgres://user:pass@host:port/db` (may hold a password: a secret, never logged).
+    /// `sslmode=require` (or libpq's `verify-full`/`verify-ca`) makes every connection TLS with
+    /// the server's certificate verified; `sslrootcert=/path.pem` names the CA to trust instead
+    /// of the system's.
     pub url: SecretString,
+    /// The keys PHI columns are sealed and opened with.
+    pub keys: Keyring,
     /// Maximum connections.
     pub max_connections: usize,
     /// Longest wait to connect or to get a pooled connection.
@@ -51,11 +59,13 @@ impl StoreConfig {
     /// client waits for the database: statements 90 % of it, lock waits 80 %.
     pub fn new(
         url: impl Into<SecretString>,
+        keys: Keyring,
         max_connections: usize,
         client_timeout: Duration,
     ) -> StoreConfig {
         StoreConfig {
             url: url.into(),
+            keys,
             max_connections,
             connect_timeout: client_timeout,
             statement_timeout: Some(client_timeout.mul_f64(0.9)),
@@ -68,6 +78,7 @@ impl std::fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreConfig")
             .field("url", &"<redacted>")
+            .field("keys", &self.keys)
             .field("max_connections", &self.max_connections)
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)
@@ -91,6 +102,10 @@ pub struct Store {
     pub(crate) pool: Pool,
     /// Connection settings, for the migration run's connection of its own.
     pg: Arc<tokio_postgres::Config>,
+    /// Plain or TLS, as the URL asks.
+    tls: PgTls,
+    /// Seals and opens PHI columns.
+    pub(crate) keys: Keyring,
 }
 
 impl std::fmt::Debug for Store {
@@ -104,8 +119,10 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Builds the pool (connections are made lazily) after validating the URL.
     pub fn new(config: &StoreConfig) -> Result<Store, StoreError> {
-        let mut pg = tokio_postgres::Config::from_str(config.url.expose_secret())
+        let url = tls::DatabaseUrl::parse(config.url.expose_secret());
+        let mut pg = tokio_postgres::Config::from_str(&url.for_driver)
             .map_err(|_| StoreError::Unavailable("invalid database URL".into()))?;
+        let tls = PgTls::new(pg.get_ssl_mode(), url.root_cert.as_deref())?;
         pg.connect_timeout(config.connect_timeout);
         pg.keepalives_idle(Duration::from_secs(30));
         if pg.get_application_name().is_none() {
@@ -127,14 +144,14 @@ impl Store {
         if !options.is_empty() {
             pg.options(options.join(" "));
         }
-        let manager = Manager::from_config(
-            pg.clone(),
-            NoTls,
-            // Fast: a closed connection is detected by the client itself; no probe query per use.
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        // Fast: a closed connection is detected by the client itself; no probe query per use.
+        let manager_config = || ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &tls {
+            PgTls::Plain => Manager::from_config(pg.clone(), NoTls, manager_config()),
+            PgTls::Rustls(connector) => Manager::from_config(pg.clone(), connector.clone(), manager_config()),
+        };
         let pool = Pool::builder(manager)
             .max_size(config.max_connections.max(1))
             .runtime(Runtime::Tokio1)
@@ -146,6 +163,8 @@ impl Store {
         Ok(Store {
             pool,
             pg: Arc::new(pg),
+            tls,
+            keys: config.keys.clone(),
         })
     }
 
@@ -162,14 +181,7 @@ impl Store {
         // A connection of its own, not a pooled one: a session lock and a changed session
         // setting must never go back to the pool. Dropping it ends the session, which releases
         // the lock on every path, errors included.
-        let (mut client, connection) = self
-            .pg
-            .connect(NoTls)
-            .await
-            .map_err(|e| StoreError::from(e).into_unavailable())?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        let mut client = self.tls.connect(&self.pg).await?;
         client
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .await?;
@@ -201,7 +213,17 @@ impl Store {
                 "migration applied"
             );
         }
+        // Values a migration left for sealing (V7 moved the plaintext of existing rows aside).
+        let sealed = self.seal_pending_plaintext(500).await?;
+        if sealed > 0 {
+            tracing::info!(sealed, "plaintext PHI of existing rows sealed");
+        }
         Ok(())
+    }
+
+    /// The keys PHI columns are sealed with.
+    pub fn keys(&self) -> &Keyring {
+        &self.keys
     }
 
     /// Whether the database answers a trivial query.

@@ -59,11 +59,12 @@ impl DatabaseVariables<'_> {
         Ok(())
     }
 
-    /// The store's settings: pool, client-side and server-side bounds.
-    pub fn store_config(&self) -> crate::StoreConfig {
+    /// The store's settings: pool, client-side and server-side bounds, and the PHI keys.
+    pub fn store_config(&self, keys: crate::Keyring) -> crate::StoreConfig {
         use std::time::Duration;
         let mut store = crate::StoreConfig::new(
             self.url.clone(),
+            keys,
             self.pool_size,
             Duration::from_millis(self.timeout_ms),
         );

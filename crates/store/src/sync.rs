@@ -8,6 +8,8 @@ use chrono::NaiveDate;
 use deadpool_postgres::Object;
 use uuid::Uuid;
 
+use crate::crypto::{Keyring, Place};
+use crate::sealed::open;
 use crate::{Store, StoreError};
 
 /// Outbox topic of contact changes (also the routing key it is published under).
@@ -159,6 +161,7 @@ impl Store {
         Ok(ContactSync {
             client: Some(client),
             contact_id: contact_id.to_owned(),
+            keys: self.keys.clone(),
         })
     }
 }
@@ -167,6 +170,8 @@ impl Store {
 pub struct ContactSync {
     client: Option<Object>,
     contact_id: String,
+    /// Opens the contact's sealed PHI.
+    keys: Keyring,
 }
 
 impl std::fmt::Debug for ContactSync {
@@ -195,13 +200,17 @@ impl ContactSync {
         }))
     }
 
-    /// The contact's current state, or `None` if we do not hold it.
+    /// The contact's current state, or `None` if we do not hold it. Its PHI (MBI, Part A/B dates)
+    /// is opened here: a value that does not open fails the read (never sent half-known).
     pub async fn contact(&self) -> Result<Option<SyncContact>, StoreError> {
         let row = self
             .client()?
             .query_opt(CONTACT, &[&self.contact_id, &CONTACTS_CHANGED_TOPIC])
             .await?;
-        Ok(row.map(|r| SyncContact {
+        let Some(r) = row else { return Ok(None) };
+        let key = [self.contact_id.as_str()];
+        let at = |column| Place::new(column, &key);
+        Ok(Some(SyncContact {
             spark_id: self.contact_id.clone(),
             first_name: r.get(0),
             last_name: r.get(1),
@@ -209,9 +218,9 @@ impl ContactSync {
             phone: r.get(3),
             home_address: r.get(4),
             agent_email: r.get(5),
-            mbi: r.get(6),
-            part_a_date: r.get(7),
-            part_b_date: r.get(8),
+            mbi: open(&self.keys, r.get(6), &at("contact_phi.mbi"))?,
+            part_a_date: open(&self.keys, r.get(7), &at("contact_phi.part_a_enrollment_date"))?,
+            part_b_date: open(&self.keys, r.get(8), &at("contact_phi.part_b_enrollment_date"))?,
             seq: r.get(9),
         }))
     }

@@ -6,6 +6,8 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::crypto::Place;
+use crate::sealed::BODY;
 use crate::{Store, StoreError};
 
 /// One step of a webhook's life.
@@ -85,7 +87,6 @@ impl Store {
                         'dead letter ' || id || ': ' || reason || ' after ' || attempts || ' attempt(s)'
                           || COALESCE(', ' || event_type, '') || COALESCE(': ' || last_error, '')
                    FROM dead_letters WHERE envelope_id = $1
-                      OR (source = 'sync' AND convert_from(body, 'UTF8')::jsonb ->> 'envelope_id' = $1::text)
                  UNION ALL
                  SELECT replayed_at, 4, 'replayed', 'dead letter ' || id || ' replayed (' || replay_count || ' time(s))'
                    FROM dead_letters WHERE envelope_id = $1 AND replayed_at IS NOT NULL
@@ -104,14 +105,68 @@ impl Store {
                 &[&id],
             )
             .await?;
-        Ok(rows
+        let mut steps: Vec<(DateTime<Utc>, i32, TraceStep)> = rows
             .iter()
-            .map(|r| TraceStep {
-                at: r.get(0),
-                step: r.get(2),
-                detail: r.get(3),
+            .map(|r| {
+                (
+                    r.get(0),
+                    r.get(1),
+                    TraceStep {
+                        at: r.get(0),
+                        step: r.get(2),
+                        detail: r.get(3),
+                    },
+                )
             })
-            .collect())
+            .collect();
+        steps.extend(self.sync_dead_letters_of(&client, id).await?);
+        steps.sort_by_key(|(at, order, _)| (*at, *order));
+        Ok(steps.into_iter().map(|(_, _, step)| step).collect())
+    }
+
+    /// Sync dead letters of the contact changes `id` caused. Their rows carry the sync message's
+    /// id; the envelope is named inside the (sealed) body, so the bodies are opened here — sync
+    /// messages hold ids only, and open dead letters are few.
+    async fn sync_dead_letters_of(
+        &self,
+        client: &deadpool_postgres::Object,
+        id: Uuid,
+    ) -> Result<Vec<(DateTime<Utc>, i32, TraceStep)>, StoreError> {
+        let rows = client
+            .query(
+                "SELECT dead_lettered_at, 'dead letter ' || id || ': ' || reason || ' after ' || attempts || ' attempt(s)'
+                          || COALESCE(', ' || event_type, '') || COALESCE(': ' || last_error, ''),
+                        envelope_id, body
+                 FROM dead_letters WHERE source = 'sync' AND envelope_id <> $1 AND body IS NOT NULL",
+                &[&id],
+            )
+            .await?;
+        let wanted = id.to_string();
+        let mut out = Vec::new();
+        for r in rows {
+            let message_id: Uuid = r.get(2);
+            let message_id = message_id.to_string();
+            let body: Vec<u8> = r.get(3);
+            let Ok(plain) = self.keys.open(&body, &Place::new(BODY, &[&message_id])) else {
+                continue;
+            };
+            let names_it = serde_json::from_slice::<serde_json::Value>(&plain)
+                .ok()
+                .and_then(|v| v.get("envelope_id").and_then(|e| e.as_str()).map(|e| e == wanted))
+                .unwrap_or(false);
+            if names_it {
+                out.push((
+                    r.get(0),
+                    3,
+                    TraceStep {
+                        at: r.get(0),
+                        step: "sync_dead_lettered".to_owned(),
+                        detail: r.get(1),
+                    },
+                ));
+            }
+        }
+        Ok(out)
     }
 
     /// Parked events parked longer ago than `older_than_secs` (all when 0), oldest first.

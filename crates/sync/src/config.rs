@@ -11,8 +11,7 @@ use intake_broker::BrokerSettings;
 use intake_broker::Topology;
 use intake_broker::settings::secret_from_env;
 use intake_healthsherpa::{Auth, HealthSherpaConfig};
-use intake_store::StoreConfig;
-use intake_store::{DatabaseVariables, database_url_from_env};
+use intake_store::{DatabaseVariables, KeySettings, Keyring, StoreConfig, database_url_from_env};
 use secrecy::SecretString;
 
 /// A setting that cannot be used.
@@ -49,6 +48,10 @@ pub struct SyncConfig {
     /// Postgres URL, from `INTAKE_DATABASE_URL` only (may hold a password: never logged, no flag).
     #[arg(skip = database_url_from_env())]
     pub database_url: SecretString,
+    /// PHI keys (contacts' MBI and Medicare dates are sealed), from `INTAKE_ENCRYPTION_KEYS` and
+    /// `INTAKE_HMAC_KEY` only (secrets: never logged, no flag).
+    #[arg(skip = KeySettings::from_env())]
+    pub keys: KeySettings,
     /// Unacked sync messages the broker may push.
     #[arg(long, env = "INTAKE_SYNC_PREFETCH", default_value_t = 50)]
     pub prefetch: u16,
@@ -121,6 +124,8 @@ pub struct Valid {
     pub topology: Topology,
     /// The HealthSherpa client's config.
     pub healthsherpa: HealthSherpaConfig,
+    /// The PHI keys.
+    pub keys: Keyring,
 }
 
 impl SyncConfig {
@@ -141,9 +146,9 @@ impl SyncConfig {
         }
     }
 
-    /// The store's settings: pool, client-side and server-side bounds.
-    pub fn store_config(&self) -> StoreConfig {
-        self.database().store_config()
+    /// The store's settings: pool, client-side and server-side bounds, and the PHI keys.
+    pub fn store_config(&self, keys: Keyring) -> StoreConfig {
+        self.database().store_config(keys)
     }
 
     /// Checks every setting, naming the first variable that is wrong.
@@ -192,9 +197,14 @@ impl SyncConfig {
             };
             invalid(variable, e.to_string())
         })?;
+        let keys = self
+            .keys
+            .keyring()
+            .map_err(|e| invalid(e.variable(), e.to_string()))?;
         Ok(Valid {
             topology,
             healthsherpa,
+            keys,
         })
     }
 }
@@ -209,7 +219,15 @@ mod tests {
             .expect("parse");
         c.healthsherpa_api_key = None;
         c.healthsherpa_client_secret = None;
+        c.keys = KeySettings::new(
+            "t1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            "QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8=",
+        );
         c
+    }
+
+    fn keys() -> Keyring {
+        parse(&[]).keys.keyring().expect("keys")
     }
 
     #[test]
@@ -242,15 +260,17 @@ mod tests {
         );
         c.healthsherpa_client_secret = Some("cs".into());
         assert!(c.validate().is_ok());
+        c.keys.hmac_key = None;
+        assert_eq!(c.validate().expect_err("no hmac key").variable, "INTAKE_HMAC_KEY");
     }
 
     #[test]
     fn server_side_bounds_default_a_little_under_the_client_timeout() {
-        let store = parse(&[]).store_config();
+        let store = parse(&[]).store_config(keys());
         assert_eq!(store.statement_timeout, Some(Duration::from_secs(9)));
         assert_eq!(store.lock_timeout, Some(Duration::from_secs(8)));
         let store =
-            parse(&["--db-statement-timeout-ms", "3000", "--db-lock-timeout-ms", "500"]).store_config();
+            parse(&["--db-statement-timeout-ms", "3000", "--db-lock-timeout-ms", "500"]).store_config(keys());
         assert_eq!(store.statement_timeout, Some(Duration::from_secs(3)));
         assert_eq!(store.lock_timeout, Some(Duration::from_millis(500)));
     }

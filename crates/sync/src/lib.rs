@@ -92,7 +92,7 @@ pub async fn run_with(
     metrics::describe();
     let client = HealthSherpaClient::new(valid.healthsherpa.clone())?;
     let services = process::start_role(
-        &config.store_config(),
+        &config.store_config(valid.keys.clone()),
         PublisherConfig {
             amqp_url: config.broker.amqp_url.clone(),
             topology: valid.topology.clone(),

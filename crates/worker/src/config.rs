@@ -8,8 +8,7 @@ use clap::Parser;
 use intake_broker::BrokerSettings;
 use intake_broker::Topology;
 use intake_core::Provider;
-use intake_store::StoreConfig;
-use intake_store::{DatabaseVariables, database_url_from_env};
+use intake_store::{DatabaseVariables, KeySettings, Keyring, StoreConfig, database_url_from_env};
 use secrecy::SecretString;
 
 /// Worker settings. Every field can be set by the environment variable named in `env`.
@@ -30,6 +29,11 @@ pub struct WorkerConfig {
     /// Postgres URL, from `INTAKE_DATABASE_URL` only (may hold a password: never logged, no flag).
     #[arg(skip = database_url_from_env())]
     pub database_url: SecretString,
+
+    /// PHI keys, from `INTAKE_ENCRYPTION_KEYS` and `INTAKE_HMAC_KEY` only (secrets: never logged,
+    /// no flag).
+    #[arg(skip = KeySettings::from_env())]
+    pub keys: KeySettings,
 
     /// Providers whose queues this worker consumes (comma-separated).
     #[arg(
@@ -138,6 +142,8 @@ pub struct Validated {
     pub topology: Topology,
     /// Providers consumed.
     pub providers: Vec<Provider>,
+    /// The PHI keys.
+    pub keys: Keyring,
 }
 
 impl WorkerConfig {
@@ -197,7 +203,15 @@ impl WorkerConfig {
         if let Err((variable, problem)) = self.database().check() {
             return Err(invalid(variable, problem));
         }
-        Ok(Validated { topology, providers })
+        let keys = self
+            .keys
+            .keyring()
+            .map_err(|e| invalid(e.variable(), e.to_string()))?;
+        Ok(Validated {
+            topology,
+            providers,
+            keys,
+        })
     }
 
     /// How long in-flight work may go without progress before `/readyz` fails.
@@ -221,9 +235,9 @@ impl WorkerConfig {
         }
     }
 
-    /// The store's settings: pool, client-side and server-side bounds.
-    pub fn store_config(&self) -> StoreConfig {
-        self.database().store_config()
+    /// The store's settings: pool, client-side and server-side bounds, and the PHI keys.
+    pub fn store_config(&self, keys: Keyring) -> StoreConfig {
+        self.database().store_config(keys)
     }
 }
 
@@ -231,17 +245,31 @@ impl WorkerConfig {
 mod tests {
     use super::*;
 
+    /// Keys for these tests only.
+    fn test_keys() -> KeySettings {
+        KeySettings::new(
+            "t1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            "QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8=",
+        )
+    }
+
     #[test]
     fn defaults_are_valid_and_secrets_are_hidden() {
         let mut config = WorkerConfig::local_defaults();
         config.database_url = "postgres://intake:db-pass-42@db:5432/intake".into();
+        config.keys = KeySettings::default();
+        assert_eq!(config.validate().unwrap_err().variable, "INTAKE_ENCRYPTION_KEYS");
+        config.keys = test_keys();
         let v = config.validate().expect("valid");
         assert_eq!(v.providers.len(), 5);
         assert_eq!(v.topology.retry_tiers().len(), 6);
         assert_eq!(config.prefetch, 200);
         let debug = format!("{config:?}");
         assert!(
-            !debug.contains("guest") && !debug.contains("db-pass-42") && !debug.contains("postgres://"),
+            !debug.contains("guest")
+                && !debug.contains("db-pass-42")
+                && !debug.contains("postgres://")
+                && !debug.contains("AAECAwQF"),
             "{debug}"
         );
         assert!(WorkerConfig::try_parse_from(["intake-worker", "--database-url", "postgres://x"]).is_err());
@@ -281,13 +309,14 @@ mod tests {
     #[test]
     fn server_side_bounds_default_a_little_under_the_client_timeout() {
         let mut config = WorkerConfig::local_defaults();
-        let store = config.store_config();
+        let keys = test_keys().keyring().expect("keys");
+        let store = config.store_config(keys.clone());
         assert_eq!(store.connect_timeout, Duration::from_secs(10));
         assert_eq!(store.statement_timeout, Some(Duration::from_secs(9)));
         assert_eq!(store.lock_timeout, Some(Duration::from_secs(8)));
         config.db_statement_timeout_ms = Some(5000);
         config.db_lock_timeout_ms = Some(1000);
-        let store = config.store_config();
+        let store = config.store_config(keys);
         assert_eq!(store.statement_timeout, Some(Duration::from_secs(5)));
         assert_eq!(store.lock_timeout, Some(Duration::from_secs(1)));
     }

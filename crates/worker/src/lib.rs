@@ -87,7 +87,7 @@ pub async fn run_with(
     let valid = config.validate()?;
     metrics::describe();
     let services = process::start_role(
-        &config.store_config(),
+        &config.store_config(valid.keys.clone()),
         PublisherConfig {
             amqp_url: hooks
                 .publish_amqp_url

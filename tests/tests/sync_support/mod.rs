@@ -104,7 +104,13 @@ pub fn spark_contact(spark_id: &str, first: &str, last: Option<&str>, email: &st
 impl SyncWorld {
     pub async fn new(tag: &str, mode: Mode) -> SyncWorld {
         let db = fresh_database(tag).await;
-        let store = Store::new(&StoreConfig::new(db.url.clone(), 4, Duration::from_secs(5))).expect("store");
+        let store = Store::new(&StoreConfig::new(
+            db.url.clone(),
+            intake_it::test_keys(),
+            4,
+            Duration::from_secs(5),
+        ))
+        .expect("store");
         store.migrate().await.expect("migrate");
         let (topology, publisher) = intake_it::test_broker(tag, TEST_TIERS).await;
         SyncWorld {
@@ -123,6 +129,7 @@ impl SyncWorld {
         c.listen_addr = "127.0.0.1:0".parse().expect("addr");
         c.broker.amqp_url = AMQP_URL.to_owned().into();
         c.database_url = self.db.url.clone().into();
+        c.keys = intake_it::test_key_settings();
         c.broker.queue_prefix = self.topology.prefix().to_owned();
         c.broker.retry_tiers = TEST_TIERS.to_owned();
         c.broker.queue_expires_secs = Some(intake_it::TEST_QUEUE_EXPIRY_SECS);
@@ -200,6 +207,7 @@ impl SyncWorld {
         c.listen_addr = "127.0.0.1:0".parse().expect("addr");
         c.broker.amqp_url = AMQP_URL.to_owned().into();
         c.database_url = self.db.url.clone().into();
+        c.keys = intake_it::test_key_settings();
         c.broker.queue_prefix = self.topology.prefix().to_owned();
         c.broker.retry_tiers = TEST_TIERS.to_owned();
         c.broker.queue_expires_secs = Some(intake_it::TEST_QUEUE_EXPIRY_SECS);

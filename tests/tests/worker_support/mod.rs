@@ -61,6 +61,7 @@ impl World {
         config.listen_addr = "127.0.0.1:0".parse().expect("addr");
         config.broker.amqp_url = AMQP_URL.to_owned().into();
         config.database_url = self.db.url.clone().into();
+        config.keys = intake_it::test_key_settings();
         config.broker.queue_prefix = self.topology.prefix().to_owned();
         config.broker.retry_tiers = TEST_TIERS.to_owned();
         config.broker.queue_expires_secs = Some(intake_it::TEST_QUEUE_EXPIRY_SECS);

@@ -1,5 +1,7 @@
 //! Spark contact snapshots → `contacts`, `contact_phi`, `contact_policies`. A snapshot replaces
-//! the contact's state whole (policies included); a stale one changes nothing.
+//! the contact's state whole (policies included); a stale one changes nothing. Every column of
+//! `contact_phi` and the descriptive columns of `contact_policies` (the provider sends both as
+//! PHI) are sealed, bound to their row.
 
 use deadpool_postgres::Transaction;
 use intake_providers::DecodedEvent;
@@ -9,6 +11,28 @@ use uuid::Uuid;
 
 use super::Mode;
 use crate::StoreError;
+use crate::crypto::{Keyring, Place};
+use crate::sealed::{Plain, seal};
+
+/// One column of every policy of the snapshot, each value sealed for its own row
+/// (spark_id, category, slot).
+fn seal_each<T: Plain>(
+    keys: &Keyring,
+    c: &ContactSnapshot,
+    label: &str,
+    value: impl Fn(&intake_providers::spark::ContactPolicy) -> Option<&T>,
+) -> Vec<Option<Vec<u8>>> {
+    c.policies
+        .iter()
+        .map(|p| {
+            seal(
+                keys,
+                value(p),
+                &Place::new(label, &[&c.spark_id, &p.category, &p.slot]),
+            )
+        })
+        .collect()
+}
 
 const UPSERT_CONTACT: &str = "
 INSERT INTO contacts (spark_id, external_id, first_name, middle_name, last_name, preferred_name, full_name,
@@ -51,11 +75,12 @@ ON CONFLICT (spark_id) DO UPDATE SET
 const INSERT_POLICIES: &str = "
 INSERT INTO contact_policies (spark_id, category, slot, name, bid_id, carrier, effective_date,
     expiration_date, submitted_date, policy_type, beq_status)
-SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::date[],
-    $8::date[], $9::date[], $10::text[], $11::text[])";
+SELECT $1, * FROM unnest($2::text[], $3::text[], $4::bytea[], $5::bytea[], $6::bytea[], $7::bytea[],
+    $8::bytea[], $9::bytea[], $10::bytea[], $11::bytea[])";
 
 pub(super) async fn apply(
     tx: &Transaction<'_>,
+    keys: &Keyring,
     c: &ContactSnapshot,
     event: &DecodedEvent,
     envelope_id: Uuid,
@@ -117,20 +142,34 @@ pub(super) async fn apply(
 
     match &c.phi {
         Some(p) => {
+            let row = [c.spark_id.as_str()];
+            let at = |column| Place::new(column, &row);
             let stmt = tx.prepare_cached(UPSERT_PHI).await?;
             tx.execute(
                 &stmt,
                 &[
                     &c.spark_id,
-                    &p.dob,
-                    &p.mbi,
-                    &p.has_medicaid,
-                    &p.has_lis,
-                    &p.lis_certification_date,
-                    &p.drug_subsidy,
-                    &p.has_ssi,
-                    &p.part_a_enrollment_date,
-                    &p.part_b_enrollment_date,
+                    &seal(keys, p.dob.as_ref(), &at("contact_phi.dob")),
+                    &seal(keys, p.mbi.as_ref(), &at("contact_phi.mbi")),
+                    &seal(keys, p.has_medicaid.as_ref(), &at("contact_phi.has_medicaid")),
+                    &seal(keys, p.has_lis.as_ref(), &at("contact_phi.has_lis")),
+                    &seal(
+                        keys,
+                        p.lis_certification_date.as_ref(),
+                        &at("contact_phi.lis_certification_date"),
+                    ),
+                    &seal(keys, p.drug_subsidy.as_ref(), &at("contact_phi.drug_subsidy")),
+                    &seal(keys, p.has_ssi.as_ref(), &at("contact_phi.has_ssi")),
+                    &seal(
+                        keys,
+                        p.part_a_enrollment_date.as_ref(),
+                        &at("contact_phi.part_a_enrollment_date"),
+                    ),
+                    &seal(
+                        keys,
+                        p.part_b_enrollment_date.as_ref(),
+                        &at("contact_phi.part_b_enrollment_date"),
+                    ),
                 ],
             )
             .await?;
@@ -150,12 +189,6 @@ pub(super) async fn apply(
     tx.execute(&stmt, &[&c.spark_id]).await?;
     if !c.policies.is_empty() {
         let p = &c.policies;
-        let col = |f: fn(&intake_providers::spark::ContactPolicy) -> Option<String>| {
-            p.iter().map(f).collect::<Vec<_>>()
-        };
-        let dates = |f: fn(&intake_providers::spark::ContactPolicy) -> Option<chrono::NaiveDate>| {
-            p.iter().map(f).collect::<Vec<_>>()
-        };
         let category: Vec<&str> = p.iter().map(|x| x.category.as_str()).collect();
         let slot: Vec<&str> = p.iter().map(|x| x.slot.as_str()).collect();
         let stmt = tx.prepare_cached(INSERT_POLICIES).await?;
@@ -165,14 +198,22 @@ pub(super) async fn apply(
                 &c.spark_id,
                 &category,
                 &slot,
-                &col(|x| x.name.clone()),
-                &col(|x| x.bid_id.clone()),
-                &col(|x| x.carrier.clone()),
-                &dates(|x| x.effective_date),
-                &dates(|x| x.expiration_date),
-                &dates(|x| x.submitted_date),
-                &col(|x| x.policy_type.clone()),
-                &col(|x| x.beq_status.clone()),
+                &seal_each(keys, c, "contact_policies.name", |x| x.name.as_ref()),
+                &seal_each(keys, c, "contact_policies.bid_id", |x| x.bid_id.as_ref()),
+                &seal_each(keys, c, "contact_policies.carrier", |x| x.carrier.as_ref()),
+                &seal_each(keys, c, "contact_policies.effective_date", |x| {
+                    x.effective_date.as_ref()
+                }),
+                &seal_each(keys, c, "contact_policies.expiration_date", |x| {
+                    x.expiration_date.as_ref()
+                }),
+                &seal_each(keys, c, "contact_policies.submitted_date", |x| {
+                    x.submitted_date.as_ref()
+                }),
+                &seal_each(keys, c, "contact_policies.policy_type", |x| {
+                    x.policy_type.as_ref()
+                }),
+                &seal_each(keys, c, "contact_policies.beq_status", |x| x.beq_status.as_ref()),
             ],
         )
         .await?;

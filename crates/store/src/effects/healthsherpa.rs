@@ -12,6 +12,8 @@ use intake_providers::healthsherpa::PolicyEvent;
 
 use super::Mode;
 use crate::StoreError;
+use crate::crypto::{Keyring, Place};
+use crate::sealed::seal;
 
 const UPSERT_APPLICATION: &str = "
 INSERT INTO healthsherpa_applications (application_key, application_id, external_id, last_event_type,
@@ -78,6 +80,7 @@ VALUES ($1, $2, $3, $4, $5, $6, $7)";
 /// Applies the event row by row; returns whether any row moved to it (else it is stale history).
 pub(super) async fn apply(
     tx: &Transaction<'_>,
+    keys: &Keyring,
     h: &PolicyEvent,
     event: &DecodedEvent,
     mode: Mode,
@@ -114,16 +117,35 @@ pub(super) async fn apply(
         let stmt = tx.prepare_cached(UPSERT_MEMBER).await?;
         let mut members_changed = false;
         for m in members {
+            // Names and date of birth sealed, bound to (application_key, member_id).
+            let row = [h.application_key.as_str(), m.member_id.as_str()];
+            let place = |column| Place::new(column, &row);
             members_changed |= tx
                 .execute(
                     &stmt,
                     &[
                         &h.application_key,
                         &m.member_id,
-                        &m.first_name,
-                        &m.middle_name,
-                        &m.last_name,
-                        &m.date_of_birth,
+                        &seal(
+                            keys,
+                            m.first_name.as_ref(),
+                            &place("healthsherpa_members.first_name"),
+                        ),
+                        &seal(
+                            keys,
+                            m.middle_name.as_ref(),
+                            &place("healthsherpa_members.middle_name"),
+                        ),
+                        &seal(
+                            keys,
+                            m.last_name.as_ref(),
+                            &place("healthsherpa_members.last_name"),
+                        ),
+                        &seal(
+                            keys,
+                            m.date_of_birth.as_ref(),
+                            &place("healthsherpa_members.date_of_birth"),
+                        ),
                         at,
                         txn,
                     ],

@@ -11,6 +11,7 @@ use intake_providers::{DecodedEvent, Effect};
 use uuid::Uuid;
 
 use crate::StoreError;
+use crate::crypto::Keyring;
 
 /// How the ordering rule lets an event touch state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,8 +41,10 @@ impl Effected {
     }
 }
 
+/// Applies `event`'s effect; PHI columns are sealed with `keys`.
 pub(crate) async fn apply(
     tx: &Transaction<'_>,
+    keys: &Keyring,
     event: &DecodedEvent,
     envelope_id: Uuid,
     mode: Mode,
@@ -49,7 +52,7 @@ pub(crate) async fn apply(
     match &event.effect {
         Effect::SparkContact(c) => Ok(Effected::by_mode(
             mode,
-            contacts::apply(tx, c, event, envelope_id, mode).await?,
+            contacts::apply(tx, keys, c, event, envelope_id, mode).await?,
         )),
         Effect::SparkLoop(l) => sparkloop::apply(tx, l, event)
             .await
@@ -60,7 +63,7 @@ pub(crate) async fn apply(
         Effect::Widget(w) => leads::widget(tx, w, event)
             .await
             .map(|()| Effected::by_mode(mode, Vec::new())),
-        Effect::HealthSherpa(h) => healthsherpa::apply(tx, h, event, mode)
+        Effect::HealthSherpa(h) => healthsherpa::apply(tx, keys, h, event, mode)
             .await
             .map(|changed| Effected {
                 contacts: Vec::new(),

@@ -29,6 +29,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const PG: &str = "postgres://postgres@127.0.0.1:5432";
+/// PHI keys of the bench's own throwaway databases (dropped after each phase); never real data.
+const BENCH_ENCRYPTION_KEYS: &str = "bench:YmVuY2gtb25seS1lbmNyeXB0aW9uLWtleS0zMmJ5dGU=";
+const BENCH_HMAC_KEY: &str = "YmVuY2gtb25seS1obWFjLWtleS1vZi0zMi1ieXRlcyE=";
 
 /// One group of the mix: 4 Spark contact snapshots (plus one provider retry of the first),
 /// a SparkLoop referral pending then verified, a Spark360 lead's four events in document order,
@@ -119,8 +122,10 @@ fn fresh_database(tag: &str) -> anyhow::Result<String> {
 }
 
 async fn store(db: &str, connections: usize) -> anyhow::Result<Store> {
+    let keys = intake_store::KeySettings::new(BENCH_ENCRYPTION_KEYS, BENCH_HMAC_KEY).keyring()?;
     let store = Store::new(&StoreConfig::new(
         format!("{PG}/{db}"),
+        keys,
         connections,
         Duration::from_secs(10),
     ))?;
@@ -314,6 +319,8 @@ async fn through_workers(
                 .arg("worker")
                 .env("INTAKE_LISTEN_ADDR", format!("127.0.0.1:{port}"))
                 .env("INTAKE_DATABASE_URL", format!("{PG}/{db}"))
+                .env("INTAKE_ENCRYPTION_KEYS", BENCH_ENCRYPTION_KEYS)
+                .env("INTAKE_HMAC_KEY", BENCH_HMAC_KEY)
                 .env("INTAKE_QUEUE_PREFIX", &prefix)
                 .env("INTAKE_CONCURRENCY", concurrency.to_string())
                 .env("INTAKE_DB_POOL_SIZE", (concurrency + 4).to_string())
