@@ -94,7 +94,9 @@ pub struct Targets {
     pub outage: Duration,
 }
 
-/// Runs `schedule` against the sender's progress; stops early when the sender is done.
+/// Runs `schedule` against the sender's progress. A fault starts once its share of deliveries is
+/// done and traffic has flowed again since the previous one (3 s and 1 % of the deliveries), so
+/// that each one meets a pipeline under load rather than one still recovering.
 pub async fn run(
     schedule: Vec<(f64, Fault)>,
     sender: Arc<Sender>,
@@ -102,10 +104,15 @@ pub async fn run(
     targets: &Targets,
     started: Instant,
 ) -> Vec<Done> {
-    let mut done = Vec::new();
+    let mut done: Vec<Done> = Vec::new();
     for (n, (share, fault)) in schedule.into_iter().enumerate() {
-        let threshold = (share * total as f64) as usize;
-        while sender.finished.load(Ordering::Relaxed) < threshold {
+        let mut threshold = (share * total as f64) as usize;
+        let mut not_before = Instant::now();
+        if let Some(previous) = done.last() {
+            threshold = threshold.max(previous.sent_after + total / 100);
+            not_before += Duration::from_secs(3);
+        }
+        while sender.finished.load(Ordering::Relaxed) < threshold.min(total) || Instant::now() < not_before {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let sent_before = sender.finished.load(Ordering::Relaxed);

@@ -143,7 +143,7 @@ fn spark_contact(id: u64, v: u32) -> String {
         )
         .replacen(
             "\"has_medicaid\": false",
-            &format!("\"has_medicaid\": {}", v % 2 == 0),
+            &format!("\"has_medicaid\": {}", v.is_multiple_of(2)),
             1,
         )
 }

@@ -147,19 +147,33 @@ async fn drain(
     let mut still_since = Instant::now();
     let mut reported = Instant::now();
     while Instant::now() < until {
-        let ready: u32 = intake_broker::admin::queue_stats(intake_it::AMQP_URL, &topology.all_queues())
+        // Every probe bounded: a probe that hangs counts as "still moving", never as quiet.
+        let probe = Duration::from_secs(5);
+        let queues = topology.all_queues();
+        let ready: u32 = tokio::time::timeout(
+            probe,
+            intake_broker::admin::queue_stats(intake_it::AMQP_URL, &queues),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map_or(u32::MAX, |s| s.iter().map(|q| q.ready).sum());
+        let held = tokio::time::timeout(probe, async { cluster.lock().await.worker_backlog().await })
             .await
-            .map(|s| s.iter().map(|q| q.ready).sum())
-            .unwrap_or(u32::MAX);
-        let held = cluster.lock().await.worker_backlog().await.unwrap_or(f64::MAX);
-        let row = db
-            .query_one(
-                "SELECT (SELECT count(*) FROM inbox), (SELECT coalesce(sum(duplicates), 0) FROM inbox),
-                        (SELECT count(*) FROM dead_letters), (SELECT count(*) FROM parked_events),
-                        (SELECT count(*) FROM raw_events)",
-                &[],
-            )
-            .await?;
+            .ok()
+            .flatten()
+            .unwrap_or(f64::MAX);
+        let counts = db.query_one(
+            "SELECT (SELECT count(*) FROM inbox), (SELECT coalesce(sum(duplicates), 0) FROM inbox),
+                    (SELECT count(*) FROM dead_letters), (SELECT count(*) FROM parked_events),
+                    (SELECT count(*) FROM raw_events)",
+            &[],
+        );
+        let Ok(row) = tokio::time::timeout(probe, counts).await else {
+            eprintln!("  draining: the Postgres probe timed out");
+            continue;
+        };
+        let row = row?;
         let state: (i64, i64, i64, i64, i64) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
         if last != Some(state) || ready > 0 || held > 0.0 || state.3 > 0 {
             last = Some(state);
@@ -170,6 +184,16 @@ async fn drain(
         }
         if reported.elapsed() > Duration::from_secs(10) {
             reported = Instant::now();
+            let ready = if ready == u32::MAX {
+                "? (probe failed)".to_owned()
+            } else {
+                ready.to_string()
+            };
+            let held = if held == f64::MAX {
+                "? (probe failed)".to_owned()
+            } else {
+                held.to_string()
+            };
             eprintln!(
                 "  draining: {ready} ready in queues, {held} held by workers, inbox {} (+{} duplicates), {} dead letters, {} parked",
                 state.0, state.1, state.2, state.3
@@ -239,7 +263,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     let passed = matches!(&outcome, Ok(true));
     if args.keep || !passed {
         eprintln!(
-            "kept: database {db_name}, logs in {} (queues under {prefix} expire in 10 min)",
+            "kept: database {db_name}, logs in {} (queues under {prefix} expire after an hour unused)",
             logs.display()
         );
     } else {
@@ -286,7 +310,9 @@ async fn run(
     let mut common = pairs(&[
         ("INTAKE_QUEUE_PREFIX", prefix.to_owned()),
         ("INTAKE_RETRY_TIERS", RETRY_TIERS.to_owned()),
-        ("INTAKE_QUEUE_EXPIRES_SECS", "600".to_owned()),
+        // Queues unused for an hour go (an aborted run leaves nothing for long); not shorter: a
+        // delay queue has no consumer, and one that expired mid-run would make retries unroutable.
+        ("INTAKE_QUEUE_EXPIRES_SECS", "3600".to_owned()),
         ("RUST_LOG", "info".to_owned()),
     ]);
     // Migrate once, directly, before any process starts (they would all race to do it).
@@ -416,13 +442,14 @@ async fn run(
             if args.ci { " (CI)" } else { "" }
         ),
         setup: format!(
-            "`soak --webhooks {}{}` (seed {}): 1 receiver and {} workers (`intake`, {build} build) as \
+            "`soak --webhooks {}{}` (seed {}; {} webhooks generated): 1 receiver and {} workers (`intake`, {build} build) as \
              processes, RabbitMQ and Postgres through TCP proxies, {total} deliveries paced at {rate}/s \
              from {} concurrent stories, retry tiers {RETRY_TIERS}, parking limit {park_limit} s; \
              everything on one {}-core machine.",
-            traffic.webhooks.len(),
+            args.webhooks,
             if args.ci { " --ci" } else { "" },
             seed,
+            traffic.webhooks.len(),
             args.workers,
             args.concurrency,
             std::thread::available_parallelism().map_or(0, |n| n.get()),

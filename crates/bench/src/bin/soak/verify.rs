@@ -481,9 +481,15 @@ async fn check_stories(
         .collect();
     // Applied snapshots and outbox rows per contact: one notification per applied snapshot.
     let mut applied_per_contact: HashMap<&str, i64> = HashMap::new();
+    // Deliveries of each contact Postgres saw: its inbox rows (one per envelope) and the
+    // redeliveries counted on them.
+    let mut processed_per_contact: HashMap<&str, u64> = HashMap::new();
     for r in inbox.values() {
-        if r.endpoint == "spark" && r.outcome == "applied" {
-            *applied_per_contact.entry(r.entity_id.as_str()).or_default() += 1;
+        if r.endpoint == "spark" {
+            *processed_per_contact.entry(r.entity_id.as_str()).or_default() += 1 + r.duplicates.max(0) as u64;
+            if r.outcome == "applied" {
+                *applied_per_contact.entry(r.entity_id.as_str()).or_default() += 1;
+            }
         }
     }
     let outbox: HashMap<String, i64> = db
@@ -581,6 +587,16 @@ async fn check_stories(
                     continue;
                 };
                 let expected = deliveries[last].webhook;
+                let accepted = deliveries.iter().filter(|d| d.outcome == Final::Accepted).count() as u64;
+                let processed = processed_per_contact.get(spark_id.as_str()).copied().unwrap_or(0);
+                if processed < accepted {
+                    a.lost_deliveries.push(Finding {
+                        kind: "accepted deliveries not processed",
+                        provider,
+                        detail: format!("contact {spark_id}: {processed} processed, {accepted} accepted"),
+                        at_s,
+                    });
+                }
                 match contacts.get(spark_id) {
                     None => found.push(wrong(format!("contact {spark_id} missing"))),
                     Some(envelope) => match envelope_webhook.get(envelope) {
