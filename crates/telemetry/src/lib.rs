@@ -52,18 +52,41 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-/// Installs the tracing subscriber (idempotent). `RUST_LOG` filters (default `info`);
-/// `INTAKE_LOG_FORMAT=json` switches to one JSON object per line.
+/// The most verbose level a dependency (any log target outside our `intake*` crates) may log at,
+/// whatever `RUST_LOG` says. Below it, dependencies log what they handle: tokio-postgres logs
+/// every statement's parameters at debug — contact names, dates of birth, MBIs — and HTTP and
+/// AMQP clients log URLs, headers and frames at debug or trace. `RUST_LOG=trace` (or
+/// `RUST_LOG=tokio_postgres=debug`) therefore raises only our own crates' verbosity; the
+/// `log_privacy` test (crates/intake/tests) runs the pipeline at trace and checks no secret or
+/// PHI is written.
+pub const DEPENDENCY_MAX_LEVEL: tracing::Level = tracing::Level::INFO;
+
+/// Whether a log target is one of our crates (`intake`, `intake_*`), whose logs never carry a
+/// body, a credential or a PHI field at any level.
+fn ours(target: &str) -> bool {
+    target
+        .strip_prefix("intake")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('_') || rest.starts_with("::"))
+}
+
+/// Installs the tracing subscriber (idempotent). `RUST_LOG` filters (default `info`), with
+/// dependencies capped at [`DEPENDENCY_MAX_LEVEL`]; `INTAKE_LOG_FORMAT=json` switches to one
+/// JSON object per line. Records of the `log` crate (tokio-postgres, reqwest) are included.
 pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::{FilterExt, filter_fn};
+    use tracing_subscriber::prelude::*;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let cap = filter_fn(|meta| ours(meta.target()) || *meta.level() <= DEPENDENCY_MAX_LEVEL);
     let json = std::env::var("INTAKE_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = if json {
-        builder.json().try_init()
+    let layer = if json {
+        tracing_subscriber::fmt::layer().json().boxed()
     } else {
-        builder.try_init()
+        tracing_subscriber::fmt::layer().boxed()
     };
+    let _ = tracing_subscriber::registry()
+        .with(layer.with_filter(filter.and(cap)))
+        .try_init();
 }
 
 /// Answers whether the process's dependencies are reachable right now.
@@ -122,4 +145,25 @@ pub async fn shutdown_signal() {
         _ = term => {}
     }
     tracing::info!("shutdown signal received");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ours;
+
+    #[test]
+    fn our_targets_are_the_intake_crates_only() {
+        for target in ["intake", "intake_worker", "intake_store::apply", "intake::roles"] {
+            assert!(ours(target), "{target}");
+        }
+        for target in [
+            "tokio_postgres::query",
+            "lapin::io_loop",
+            "hyper_util::client",
+            "intakeish",
+            "reqwest",
+        ] {
+            assert!(!ours(target), "{target}");
+        }
+    }
 }
