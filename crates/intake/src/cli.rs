@@ -18,6 +18,8 @@ const DATABASE_SECRET: &str =
     "  INTAKE_DATABASE_URL         Postgres URL [default: postgres://postgres@127.0.0.1:5432/intake]";
 const HEALTHSHERPA_SECRETS: &str = "  HEALTHSHERPA_API_KEY        v1 partner API key (api_key mode)
   HEALTHSHERPA_CLIENT_SECRET  v2 OAuth client secret (oauth mode)";
+const KEY_SECRETS: &str = "  INTAKE_ENCRYPTION_KEYS      PHI keys, id:base64 comma-separated, the first current (README, PHI at rest)
+  INTAKE_HMAC_KEY             key of the keyed hashes over PHI-bearing content";
 const ENDPOINT_SECRETS: &str =
     "  every secret_env / password_env named in the endpoint TOML (INTAKE_ENDPOINTS_FILE, INTAKE_ENDPOINTS)";
 
@@ -42,10 +44,10 @@ pub enum Command {
     #[command(after_help = secrets_help(&[BROKER_SECRET, ENDPOINT_SECRETS]))]
     Receiver(Box<ReceiverConfig>),
     /// Ingest worker: applies queued webhooks to Postgres exactly once, in order.
-    #[command(after_help = secrets_help(&[BROKER_SECRET, DATABASE_SECRET]))]
+    #[command(after_help = secrets_help(&[BROKER_SECRET, DATABASE_SECRET, KEY_SECRETS]))]
     Worker(Box<WorkerConfig>),
     /// Outbox relay and HealthSherpa sync worker.
-    #[command(after_help = secrets_help(&[BROKER_SECRET, DATABASE_SECRET, HEALTHSHERPA_SECRETS]))]
+    #[command(after_help = secrets_help(&[BROKER_SECRET, DATABASE_SECRET, KEY_SECRETS, HEALTHSHERPA_SECRETS]))]
     Sync(Box<SyncConfig>),
     /// Every role in one process (small installs, development): receiver, ingest worker, and
     /// the outbox relay + HealthSherpa sync when HealthSherpa credentials are set.
@@ -60,12 +62,12 @@ pub enum Command {
             Every other setting is read from the environment exactly as the single roles read it \
             (see `intake receiver --help`, `intake worker --help`, `intake sync --help`). When one \
             role fails, the others are stopped and intake exits non-zero.",
-        after_help = secrets_help(&[BROKER_SECRET, DATABASE_SECRET, ENDPOINT_SECRETS, HEALTHSHERPA_SECRETS])
+        after_help = secrets_help(&[BROKER_SECRET, DATABASE_SECRET, KEY_SECRETS, ENDPOINT_SECRETS, HEALTHSHERPA_SECRETS])
     )]
     All(AllArgs),
     /// Applies the Postgres migrations and declares the broker topology, then exits (the same
     /// code every role runs at start).
-    #[command(after_help = secrets_help(&[BROKER_SECRET, DATABASE_SECRET]))]
+    #[command(after_help = secrets_help(&[BROKER_SECRET, DATABASE_SECRET, KEY_SECRETS]))]
     Migrate(MigrateArgs),
     /// Exits 0 when URL answers 200, else 1 (container healthchecks in an image without curl).
     Healthcheck(HealthcheckArgs),

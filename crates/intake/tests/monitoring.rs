@@ -144,6 +144,11 @@ async fn every_panel_returns_data_and_every_alert_evaluates_on_a_live_system() {
     let with_db = |extra: &[(&'static str, String)]| {
         let mut env = common.clone();
         env.push(("INTAKE_DATABASE_URL", db.url.clone()));
+        env.push((
+            "INTAKE_ENCRYPTION_KEYS",
+            intake_it::TEST_ENCRYPTION_KEYS.to_owned(),
+        ));
+        env.push(("INTAKE_HMAC_KEY", intake_it::TEST_HMAC_KEY.to_owned()));
         env.extend_from_slice(extra);
         env
     };
