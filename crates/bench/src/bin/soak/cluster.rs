@@ -164,6 +164,25 @@ impl Cluster {
         out
     }
 
+    /// Deliveries worker `i` is handling right now (`intake_consumer_in_flight`), if it answers.
+    pub async fn worker_in_flight(&self, i: usize) -> Option<f64> {
+        let text = self
+            .http
+            .get(format!("http://{}/metrics", self.workers[i].addr))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        Some(
+            text.lines()
+                .filter(|l| l.starts_with("intake_consumer_in_flight"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum(),
+        )
+    }
+
     /// Sum over the workers of `intake_consumer_in_flight` and
     /// `intake_consumer_waiting_to_publish`: deliveries a worker holds right now. `None` when a
     /// worker does not answer.

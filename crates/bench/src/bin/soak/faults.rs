@@ -166,14 +166,16 @@ async fn inject(fault: Fault, n: usize, t: &Targets) -> anyhow::Result<String> {
         Fault::WorkerKill => {
             let mut cluster = t.cluster.lock().await;
             let i = n % cluster.worker_addrs().len();
+            let held = cluster.worker_in_flight(i).await;
             cluster.kill_worker(i)?;
             drop(cluster);
             tokio::time::sleep(Duration::from_secs(2)).await;
             let restarted = Instant::now();
             t.cluster.lock().await.start_worker(i).await?;
             Ok(format!(
-                "worker-{} killed; restarted after 2 s, ready {:.1} s later",
+                "worker-{} killed while handling {} deliveries; restarted after 2 s, ready {:.1} s later",
                 i + 1,
+                held.map_or("?".to_owned(), |h| h.to_string()),
                 restarted.elapsed().as_secs_f64()
             ))
         }

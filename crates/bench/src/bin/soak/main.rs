@@ -447,16 +447,23 @@ async fn run(
             if args.ci { " (CI)" } else { "" }
         ),
         setup: format!(
-            "`soak --webhooks {}{}` (seed {}; {} webhooks generated): 1 receiver and {} workers (`intake`, {build} build) as \
-             processes, RabbitMQ and Postgres through TCP proxies, {total} deliveries paced at {rate}/s \
-             from {} concurrent stories, retry tiers {RETRY_TIERS}, parking limit {park_limit} s; \
-             everything on one {}-core machine.",
+            "`soak --webhooks {} --workers {} --rate {rate} --park-limit-secs {park_limit} --outage-secs {} \
+             --concurrency {} --seed {seed}{}{}` ({} webhooks generated; the seed repeats the traffic, \
+             not the timing): 1 receiver and {} workers (`intake`, {build} build) as processes, RabbitMQ \
+             and Postgres through TCP proxies, {total} deliveries, retry tiers {RETRY_TIERS}; everything \
+             on one {}-core machine.",
             args.webhooks,
+            args.workers,
+            args.outage_secs,
+            args.concurrency,
             if args.ci { " --ci" } else { "" },
-            seed,
+            if args.restart_broker {
+                " --restart-broker"
+            } else {
+                ""
+            },
             traffic.webhooks.len(),
             args.workers,
-            args.concurrency,
             std::thread::available_parallelism().map_or(0, |n| n.get()),
         ),
         send_s,
