@@ -135,10 +135,11 @@ async fn accept(app: &AppState, screened: &Screened, request: Request) -> Result
         tracing::info!(endpoint = %endpoint.name, "rejected: signature check failed");
         return Err(StatusCode::UNAUTHORIZED);
     }
-    // Well-formedness only: decoding into the provider's shape is the worker's job, where a
-    // failure is dead-lettered with its reason instead of bouncing the provider.
-    if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
-        tracing::info!(endpoint = %endpoint.name, "rejected: malformed JSON");
+    // JSON the decoder can parse (UTF-8, well formed) with the top-level kind the provider
+    // sends; decoding into the provider's shape is the worker's job, where a failure is
+    // dead-lettered with its reason instead of bouncing the provider.
+    if let Err(err) = intake_providers::check_body(endpoint.provider, &body) {
+        tracing::info!(endpoint = %endpoint.name, reason = %err, "rejected: malformed JSON");
         return Err(StatusCode::BAD_REQUEST);
     }
 
