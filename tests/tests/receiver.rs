@@ -882,3 +882,36 @@ async fn invalid_utf8_bare_scalars_and_broken_chunking_get_400_and_enqueue_nothi
     probe.cleanup(&receiver.topology).await;
     receiver.stop().await.expect("clean stop");
 }
+
+#[tokio::test]
+async fn a_path_segment_that_is_not_utf8_gets_404_without_text() {
+    let (receiver, probe) = start().await;
+    let client = Client::new();
+    let body = br#"{"ok":true}"#;
+    // Percent-encoded bytes that are not UTF-8, in the name or in the token segment.
+    for path in [
+        "hs%FF",
+        "spark-a/%FF%FE",
+        "spark-a/path-secret-1%C3",
+        "%ED%A0%80/x",
+    ] {
+        let (_, headers) = credentials(if path.starts_with("hs") { "hs" } else { "spark-a" }, body);
+        let r = post(&client, &receiver.url(path), &headers, body).await;
+        assert_eq!(r.status(), 404, "{path}");
+        assert!(r.bytes().await.expect("body").is_empty(), "{path}: no error text");
+    }
+    // A percent-encoded name or token that decodes to the real one is that endpoint.
+    let (_, headers) = credentials("spark-a", body);
+    let r = post(
+        &client,
+        &receiver.url("spark%2Da/path%2Dsecret-1"),
+        &headers,
+        body,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_one_enqueued(&probe, &receiver, Provider::Spark, "spark-a", body).await;
+    assert_all_queues_empty(&probe, &receiver).await;
+    probe.cleanup(&receiver.topology).await;
+    receiver.stop().await.expect("clean stop");
+}

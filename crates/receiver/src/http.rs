@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use axum::Extension;
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -56,10 +57,13 @@ pub struct Screened {
 /// no body, then the inner layers; counts every answer and sends it without a body.
 pub async fn screen(
     State(app): State<Arc<AppState>>,
-    Path(params): Path<HashMap<String, String>>,
+    params: Result<Path<HashMap<String, String>>, PathRejection>,
     mut request: Request,
     next: Next,
 ) -> Response {
+    // A name or token that is not UTF-8 once percent-decoded names no endpoint we serve: 404
+    // like any unknown endpoint (axum's own rejection would answer 400 with text).
+    let params = params.map(|Path(params)| params).unwrap_or_default();
     let name = params.get("name").map(String::as_str).unwrap_or_default();
     let Some(endpoint) = app.endpoints.get(name) else {
         metrics::counter!(m::REQUESTS_TOTAL, "endpoint" => "unknown", "provider" => "unknown", "status" => "404")
