@@ -507,6 +507,11 @@ const WEBHOOK_ANSWERS: [u16; 7] = [400, 401, 404, 405, 413, 415, 503];
 
 /// Runs one input.
 pub fn run(data: &[u8]) {
+    check(data);
+}
+
+/// Runs one input; returns the status and the one the model expected, if it covers the request.
+pub fn check(data: &[u8]) -> (StatusCode, Option<StatusCode>) {
     let harness = harness();
     let mut input = Input::new(data);
     let case = Case::read(&mut input);
@@ -546,6 +551,7 @@ pub fn run(data: &[u8]) {
     if let Some(expected) = expected {
         assert_eq!(status, expected, "{} {path}", case.method);
     }
+    (status, expected)
 }
 
 /// A seed: `body` posted to `endpoint` with valid credentials.

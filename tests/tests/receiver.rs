@@ -915,3 +915,24 @@ async fn a_path_segment_that_is_not_utf8_gets_404_without_text() {
     probe.cleanup(&receiver.topology).await;
     receiver.stop().await.expect("clean stop");
 }
+
+#[tokio::test]
+async fn standard_webhooks_timestamps_at_the_ends_of_i64_get_401() {
+    let (receiver, probe) = start().await;
+    let client = Client::new();
+    let body = br#"{"type":"invoice.paid"}"#;
+    // Signed correctly: only the timestamp is wrong. The crate's `now - timestamp` overflowed
+    // on i64::MIN (a panic in a build with overflow checks; accepted as fresh without).
+    for ts in [i64::MIN, i64::MIN + 1, i64::MAX, now() - 301, now() + 301] {
+        let headers = [
+            ("webhook-id", "msg_edge".to_owned()),
+            ("webhook-timestamp", ts.to_string()),
+            ("webhook-signature", std_sign(WHSEC_OLD, "msg_edge", ts, body)),
+        ];
+        let r = post(&client, &receiver.url("std"), &headers, body).await;
+        assert_eq!(r.status(), 401, "timestamp {ts}");
+    }
+    assert_all_queues_empty(&probe, &receiver).await;
+    probe.cleanup(&receiver.topology).await;
+    receiver.stop().await.expect("clean stop");
+}
