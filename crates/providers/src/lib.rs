@@ -66,4 +66,6 @@ pub fn decode(envelope: &Envelope) -> Result<Vec<DecodedEvent>, DecodeError> {
 #[cfg(test)]
 mod field_tests;
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
