@@ -81,7 +81,7 @@ fn properties(input: &mut Input<'_>) -> BasicProperties {
         }
         _ => {}
     }
-    if input.byte() % 2 == 0 {
+    if input.byte().is_multiple_of(2) {
         let value = value(input, 0);
         headers.insert(ShortString::from(H_ATTEMPT), value);
     }
