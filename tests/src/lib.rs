@@ -1,10 +1,14 @@
-//! Support code for the integration tests in `tests/tests/`: run-unique names so tests never
-//! share queues, a TCP proxy the test controls to simulate outages of RabbitMQ or Postgres, and
-//! waiting on a condition with a deadline instead of sleeping.
+//! Support code for the integration tests in `tests/tests/` (and the binary's in
+//! `crates/intake/tests/`): run-unique names so tests never share queues, a TCP proxy the test
+//! controls to simulate outages of RabbitMQ or Postgres, child processes with their logs, a real
+//! Prometheus, and waiting on a condition with a deadline instead of sleeping.
 #![forbid(unsafe_code)]
 
 mod amqp;
+pub mod compose;
 pub mod pg;
+pub mod process;
+pub mod prometheus;
 mod proxy;
 pub mod receiver;
 

@@ -15,6 +15,8 @@ struct State {
     open: bool,
     /// Cancelled on cut: ends every connection forwarded since the last restore.
     generation: CancellationToken,
+    /// Connections forwarded since the start.
+    forwarded: u64,
 }
 
 /// A controllable TCP proxy; dropped, it stops listening and closes its connections.
@@ -35,6 +37,7 @@ impl TcpProxy {
         let state = Arc::new(Mutex::new(State {
             open: true,
             generation: CancellationToken::new(),
+            forwarded: 0,
         }));
         let stop = CancellationToken::new();
         let (stalled, _) = watch::channel(false);
@@ -56,6 +59,11 @@ impl TcpProxy {
     /// The address to point the process under test at.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// How many connections it has forwarded (proof that a process used this address).
+    pub fn forwarded(&self) -> u64 {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).forwarded
     }
 
     /// Drops every open connection and refuses new ones until [`TcpProxy::restore`].
@@ -100,12 +108,13 @@ async fn accept_loop(
         };
         let Ok((client, _)) = accepted else { continue };
         let generation = {
-            let state = state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
             if !state.open {
                 // Refused: the client sees the connection closed at once.
                 drop(client);
                 continue;
             }
+            state.forwarded += 1;
             state.generation.clone()
         };
         tokio::spawn(forward(client, upstream, generation, stalled.subscribe()));

@@ -481,7 +481,11 @@ async fn unroutable_publish_gets_503_with_retry_after() {
 
 #[tokio::test]
 async fn thousand_concurrent_webhooks_are_each_enqueued_exactly_once() {
-    let (receiver, probe) = start().await;
+    // Concurrency, not the in-flight cap (tested in receiver_limits.rs), is what this test is
+    // about: every request gets a place.
+    let receiver = RunningReceiver::start(AMQP_URL, ENDPOINTS, &secrets(), |c| c.max_in_flight = 1024).await;
+    receiver.wait_ready().await;
+    let probe = QueueProbe::connect().await;
     let client = Client::builder()
         .pool_max_idle_per_host(256)
         .build()

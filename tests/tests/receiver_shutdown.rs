@@ -20,7 +20,11 @@ auth = [{ kind = "bearer", secret_env = "HS_TOKEN" }]
 
 #[tokio::test]
 async fn shutdown_finishes_in_flight_requests_and_loses_none() {
-    let receiver = RunningReceiver::start(AMQP_URL, ENDPOINTS, &[("HS_TOKEN", "t")], |_| {}).await;
+    // Every one of the 400 requests gets a place: the in-flight cap is tested in receiver_limits.rs.
+    let receiver = RunningReceiver::start(AMQP_URL, ENDPOINTS, &[("HS_TOKEN", "t")], |c| {
+        c.max_in_flight = 1024;
+    })
+    .await;
     receiver.wait_ready().await;
     let probe = QueueProbe::connect().await;
     let topology = receiver.topology.clone();

@@ -104,6 +104,7 @@ async fn a_worker_cut_off_after_commit_before_ack_sees_the_redelivery_as_a_dupli
                 }
             })
         }),
+        ..Hooks::default()
     };
     let worker = world.start_worker_with(config, hooks).await;
     world.publish(Provider::Spark, contact(7)).await;
@@ -210,7 +211,8 @@ async fn an_event_failing_transiently_every_time_is_dead_lettered_after_the_last
     assert_eq!(r.get::<_, String>(3), "database error SQLSTATE 40001");
     assert_eq!(r.get::<_, String>(4), "database error SQLSTATE 40001");
     assert_eq!(r.get::<_, String>(5), "contact.snapshot");
-    assert!(wait_until(DEADLINE, || async { world.dead_letter_queue_count().await == 1 }).await);
+    // The row was written by the recorder from the dead-letter queue, which it left empty.
+    assert!(wait_until(DEADLINE, || async { world.dead_letter_queue_count().await == 0 }).await);
     assert_eq!(
         world.count("SELECT count(*) FROM inbox").await,
         1,
@@ -237,6 +239,7 @@ async fn a_panicking_handler_requeues_its_delivery_and_acks_keep_flowing() {
                 }
             })
         }),
+        ..Hooks::default()
     };
     let worker = world.start_worker_with(world.worker_config(), hooks).await;
     for i in 0..20 {

@@ -5,13 +5,17 @@
 //! - [`codec`]: how an [`intake_core::Envelope`] maps to an AMQP message and back (raw body as
 //!   the message body, everything else as properties);
 //! - [`publisher`]: one long-lived connection with confirm-mode channels, reconnecting with
-//!   backoff, that answers a publish only once the broker confirmed it (or says why not).
+//!   backoff, that answers a publish only once the broker confirmed it (or says why not);
+//! - [`consumer`]: consuming work queues with bounded prefetch and concurrency, batched acks;
+//! - [`retry`] and [`dead`]: the headers of retried and dead-lettered messages;
+//! - [`admin`]: topology removal and queue statistics (passive declare).
 #![forbid(unsafe_code)]
 
 mod acks;
 pub mod admin;
 pub mod codec;
 pub mod consumer;
+pub mod dead;
 mod error;
 pub mod metrics;
 pub mod publisher;

@@ -51,15 +51,9 @@ pub fn next_step(tiers: &[Duration], previous: u32, jitter: f64) -> NextStep {
     match tiers.get(previous as usize) {
         None => NextStep::GiveUp { attempts: attempt },
         Some(&tier) => {
-            let jitter = if jitter.is_nan() {
-                0.0
-            } else {
-                jitter.clamp(0.0, 1.0)
-            };
             // The tier less a cut of at most 20 %: subtracting (rather than scaling the tier by
-            // a factor near 1) keeps float rounding from going above the tier, and a NaN sample
-            // from panicking in `mul_f64`.
-            let cut = tier.mul_f64(JITTER * jitter).min(tier);
+            // a factor near 1) keeps float rounding from going above the tier.
+            let cut = tier.mul_f64(JITTER * sample(jitter)).min(tier);
             let expiration = tier.saturating_sub(cut).max(Duration::from_millis(1));
             NextStep::Retry {
                 tier,
@@ -67,6 +61,49 @@ pub fn next_step(tiers: &[Duration], previous: u32, jitter: f64) -> NextStep {
                 attempt,
             }
         }
+    }
+}
+
+/// The step after a transient failure when the failure asked not to be retried before
+/// `not_before` (e.g. an HTTP `Retry-After`): the shortest tier at least that long (else the
+/// longest), waiting the asked delay plus up to `JITTER` of it, never past the tier. Without a
+/// wish it is [`next_step`]. The one retry-delay function of every consumer.
+pub fn next_step_not_before(
+    tiers: &[Duration],
+    previous: u32,
+    not_before: Option<Duration>,
+    jitter: f64,
+) -> NextStep {
+    let step = next_step(tiers, previous, jitter);
+    let (NextStep::Retry { attempt, .. }, Some(wish)) = (step, not_before) else {
+        return step;
+    };
+    let Some(tier) = tiers
+        .iter()
+        .copied()
+        .find(|t| *t >= wish)
+        .or_else(|| tiers.last().copied())
+    else {
+        return step;
+    };
+    // The wish comes from outside (a provider's `Retry-After`, up to u64::MAX seconds): capped
+    // at the tier before any float arithmetic, and the jitter added saturating, so no wish can
+    // overflow `mul_f64`.
+    let wish = wish.min(tier);
+    let wait = wish.saturating_add(wish.mul_f64(JITTER * sample(jitter)));
+    NextStep::Retry {
+        tier,
+        expiration: wait.min(tier).max(Duration::from_millis(1)),
+        attempt,
+    }
+}
+
+/// A jitter sample in [0, 1]: clamped, and NaN (which `mul_f64` would panic on) taken as 0.
+fn sample(jitter: f64) -> f64 {
+    if jitter.is_nan() {
+        0.0
+    } else {
+        jitter.clamp(0.0, 1.0)
     }
 }
 
@@ -228,7 +265,64 @@ mod tests {
                     }
                 }
             }
+
+            /// With a wish (a `Retry-After`, any length up to u64::MAX seconds): the shortest
+            /// tier at least that long (else the longest), waiting at least the wish (up to the
+            /// tier) and never past the tier; without one, `next_step`.
+            #[test]
+            fn a_wish_waits_at_least_its_length_and_never_past_the_tier(
+                tiers in tiers(),
+                previous in previous(),
+                wish in prop::option::of(prop_oneof![
+                    (0u64..100_000).prop_map(Duration::from_millis),
+                    any::<u64>().prop_map(Duration::from_secs),
+                    Just(Duration::MAX),
+                ]),
+                jitter in any::<f64>(),
+            ) {
+                let step = next_step_not_before(&tiers, previous, wish, jitter);
+                let plain = next_step(&tiers, previous, jitter);
+                match (step, wish) {
+                    (NextStep::Retry { tier, expiration, attempt }, Some(wish)) => {
+                        let NextStep::Retry { attempt: plain_attempt, .. } = plain else {
+                            return Err(TestCaseError::fail("retried where next_step gives up"));
+                        };
+                        prop_assert_eq!(attempt, plain_attempt);
+                        let expected = tiers.iter().copied().find(|t| *t >= wish).or(tiers.last().copied());
+                        prop_assert_eq!(Some(tier), expected);
+                        prop_assert!(expiration <= tier.max(Duration::from_millis(1)));
+                        prop_assert!(expiration >= wish.min(tier).max(Duration::from_millis(1)));
+                    }
+                    _ => prop_assert_eq!(step, plain),
+                }
+            }
         }
+    }
+
+    #[test]
+    fn a_wish_picks_the_shortest_long_enough_tier() {
+        let s = Duration::from_secs;
+        let tiers = [s(5), s(30), s(120)];
+        let at = |wish: Duration, jitter: f64| match next_step_not_before(&tiers, 0, Some(wish), jitter) {
+            NextStep::Retry {
+                tier,
+                expiration,
+                attempt,
+            } => (tier, expiration, attempt),
+            NextStep::GiveUp { .. } => panic!("gave up"),
+        };
+        assert_eq!(at(s(7), 0.0), (s(30), s(7), 1));
+        assert_eq!(at(s(5), 0.0), (s(5), s(5), 1));
+        assert_eq!(at(s(10), 1.0), (s(30), s(12), 1));
+        assert_eq!(at(s(600), 0.5), (s(120), s(120), 1));
+        assert_eq!(
+            next_step_not_before(&tiers, 3, Some(s(1)), 0.0),
+            NextStep::GiveUp { attempts: 4 }
+        );
+        assert_eq!(
+            next_step_not_before(&tiers, 0, None, 0.0),
+            next_step(&tiers, 0, 0.0)
+        );
     }
 
     #[test]

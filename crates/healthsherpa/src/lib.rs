@@ -12,7 +12,6 @@
 //! - [`client`]: the operations, with metrics and error classification;
 //! - [`error`]: [`HealthSherpaError`] and its classification (rate limited, transient, rejected,
 //!   unauthorized), plus `Retry-After` parsing;
-//! - [`retry`]: the pure retry-delay function (attempt, error, jitter) → delay;
 //! - [`metrics`]: metric names.
 //!
 //! Nothing here logs or returns a request body, a PHI field or a credential: error messages from
@@ -26,10 +25,8 @@ pub mod config;
 pub mod error;
 pub mod mapping;
 pub mod metrics;
-pub mod retry;
 
 pub use client::{HealthSherpaClient, SyncedContact};
 pub use config::{Auth, HealthSherpaConfig};
 pub use error::HealthSherpaError;
 pub use mapping::{Address, ContactForSync, Medicare};
-pub use retry::{RetryPolicy, retry_delay};

@@ -69,6 +69,10 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Exits 0 when URL answers 200, else 1 (container healthchecks in an image without curl).
     Healthcheck(HealthcheckArgs),
+    /// Operator commands: dead-letters, parked, trace, status (settings from the environment,
+    /// as the roles read them; exit codes and JSON shapes in README).
+    #[command(flatten)]
+    Operate(intake_admin::OperatorCommand),
 }
 
 /// `intake all`: the addresses that differ from the single roles' (all three would otherwise

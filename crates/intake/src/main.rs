@@ -30,6 +30,8 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Sync(config) => roles::sync(*config, start()).await?,
         Command::All(args) => roles::all(&args, start()).await?,
         Command::Migrate(args) => migrate::run(&args, start()).await?,
+        // Operator commands print for a human (or --json); logs would only get in the way.
+        Command::Operate(command) => return Ok(intake_admin::run(command).await),
     }
     Ok(ExitCode::SUCCESS)
 }

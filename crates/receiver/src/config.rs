@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::Parser;
 use intake_broker::BrokerSettings;
 
+use crate::limits::Rate;
+
 /// Receiver settings. Every field can be set by the environment variable named in `env`.
 #[derive(Clone, Debug, Parser)]
 #[command(
@@ -60,6 +62,17 @@ pub struct ReceiverConfig {
     #[arg(long, env = "INTAKE_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub idle_timeout_secs: u64,
 
+    /// Most webhook requests in flight at once (past the header checks, until answered); the
+    /// next ones get 503 + Retry-After at once. Bounds memory (each may buffer a whole body)
+    /// and the publishes waiting on a slow broker.
+    #[arg(long, env = "INTAKE_MAX_IN_FLIGHT", default_value_t = 256)]
+    pub max_in_flight: usize,
+
+    /// Rate limit of every endpoint that declares none, as `N/period` (`100/s`, `600/m`,
+    /// `50/10s`): beyond it, 429 + Retry-After. Unset: no limit.
+    #[arg(long, env = "INTAKE_RATE_LIMIT")]
+    pub rate_limit: Option<Rate>,
+
     /// Longest wait for in-flight requests on shutdown before closing anyway (seconds).
     #[arg(long, env = "INTAKE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
@@ -101,5 +114,18 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("max_body_bytes"), "{shown}");
+    }
+
+    #[test]
+    fn abuse_limits_default_to_a_cap_and_no_rate() {
+        let config = ReceiverConfig::local_defaults();
+        assert_eq!(config.max_in_flight, 256);
+        assert_eq!(config.rate_limit, None);
+        let config = ReceiverConfig::try_parse_from(["r", "--rate-limit", "600/m", "--max-in-flight", "8"])
+            .expect("valid");
+        assert_eq!(config.rate_limit, Some("600/m".parse().expect("rate")));
+        assert_eq!(config.max_in_flight, 8);
+        let err = ReceiverConfig::try_parse_from(["r", "--rate-limit", "fast"]).expect_err("invalid");
+        assert!(err.to_string().contains("rate-limit"), "{err}");
     }
 }

@@ -6,6 +6,7 @@
 //! name = "sparkloop"                 # POST /webhooks/sparkloop
 //! provider = "sparkloop"
 //! auth = [{ kind = "header_token", header = "SparkLoop-Token", secret_env = "SPARKLOOP_TOKEN" }]
+//! rate_limit = "100/s"               # optional; "off" exempts it from INTAKE_RATE_LIMIT
 //! ```
 
 use std::collections::HashMap;
@@ -15,6 +16,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::auth::{AuthCheck, SignatureEncoding};
+use crate::limits::RateSetting;
 
 /// The TOML document: a list of endpoints.
 #[derive(Debug, Deserialize)]
@@ -35,6 +37,10 @@ pub struct EndpointSpec {
     pub provider: Provider,
     /// Checks that must all pass. At least one.
     pub auth: Vec<AuthSpec>,
+    /// Requests per period beyond which it answers 429 (`"100/s"`, `"600/m"`), or `"off"`.
+    /// Unset: `INTAKE_RATE_LIMIT`, if set.
+    #[serde(default)]
+    pub rate_limit: Option<RateSetting>,
 }
 
 /// One authentication check as declared. Secrets are named by environment variable, never
@@ -79,6 +85,8 @@ pub struct Endpoint {
     pub provider: Provider,
     /// Checks that must all pass.
     pub checks: Vec<AuthCheck>,
+    /// Its own rate limit, if declared (else the receiver's default applies).
+    pub rate_limit: Option<RateSetting>,
 }
 
 impl Endpoint {
@@ -208,6 +216,7 @@ pub fn resolve(
                 name: spec.name,
                 provider: spec.provider,
                 checks,
+                rate_limit: spec.rate_limit,
             },
         );
     }
@@ -280,5 +289,26 @@ mod tests {
         ));
         assert!(matches!(resolve(vec![], &env), Err(ConfigError::NoEndpoints)));
         assert!(parse("[[endpoints]]\nname = \"a\"\nprovider = \"nope\"\nauth = []").is_err());
+    }
+
+    #[test]
+    fn rate_limits_are_declared_per_endpoint() {
+        let toml = |rate: &str| {
+            format!(
+                "[[endpoints]]\nname = \"a\"\nprovider = \"spark\"\nauth = [{{ kind = \"bearer\", secret_env = \"TOKEN\" }}]\n{rate}"
+            )
+        };
+        let endpoint = |rate: &str| resolve(parse(&toml(rate)).expect("parse"), &env).expect("resolve");
+        assert_eq!(endpoint("")["a"].rate_limit, None);
+        assert_eq!(
+            endpoint("rate_limit = \"off\"")["a"].rate_limit,
+            Some(RateSetting::Off)
+        );
+        assert!(matches!(
+            endpoint("rate_limit = \"10/m\"")["a"].rate_limit,
+            Some(RateSetting::Limit(_))
+        ));
+        let err = parse(&toml("rate_limit = \"10 per minute\"")).expect_err("bad rate");
+        assert!(err.to_string().contains("N/period"), "{err}");
     }
 }

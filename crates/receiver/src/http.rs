@@ -3,15 +3,18 @@
 //! 1. [`screen`] (middleware, before any body byte is read): endpoint lookup → credentials in
 //!    headers and URL → content type. Only an authenticated JSON request gets past it, so an
 //!    unauthenticated sender cannot make us buffer a megabyte. It also shapes every answer.
-//! 2. `RequestBodyLimitLayer` (`INTAKE_MAX_BODY_BYTES`): a declared length over the limit is
+//! 2. [`limits::guard`](crate::limits::guard): a place among `INTAKE_MAX_IN_FLIGHT` (503) and a
+//!    token of the endpoint's rate limit (429 + Retry-After).
+//! 3. `RequestBodyLimitLayer` (`INTAKE_MAX_BODY_BYTES`): a declared length over the limit is
 //!    refused at once, a streamed body is cut off at the limit.
-//! 3. [`receive`] (handler): body within its deadline → body signature → JSON well-formedness
+//! 4. [`receive`] (handler): body within its deadline → body signature → JSON well-formedness
 //!    → confirmed publish.
 //!
 //! Answers carry no body (SparkLoop requires a blank 200, and no error text leaks — [`screen`]
 //! drops whatever body an inner layer wrote); the status says everything: 200 confirmed, 400
 //! malformed JSON, 401 bad credentials, 404 unknown endpoint, 405 other methods, 408 body too
-//! slow, 413 too large, 415 not JSON, 503 + Retry-After when the broker could not confirm.
+//! slow, 413 too large, 415 not JSON, 429 + Retry-After over the endpoint's rate, 503 +
+//! Retry-After when the broker could not confirm or too many requests are in flight.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -46,11 +49,19 @@ pub struct AppState {
     pub retry_after: HeaderValue,
 }
 
-/// What [`screen`] hands to [`receive`]: the endpoint whose header and URL checks passed.
+/// What [`screen`] hands to the inner layers and [`receive`]: the endpoint whose header and URL
+/// checks passed.
 #[derive(Debug, Clone)]
 pub struct Screened {
     endpoint: Arc<Endpoint>,
     path_token: Option<String>,
+}
+
+impl Screened {
+    /// The endpoint the request is for.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
 }
 
 /// Middleware of `POST /webhooks/{name}` and `/webhooks/{name}/{token}`: the checks that need
@@ -61,6 +72,7 @@ pub async fn screen(
     mut request: Request,
     next: Next,
 ) -> Response {
+    let mut retry_after = None;
     // A name or token that is not UTF-8 once percent-decoded names no endpoint we serve: 404
     // like any unknown endpoint (axum's own rejection would answer 400 with text).
     let params = params.map(|Path(params)| params).unwrap_or_default();
@@ -92,7 +104,10 @@ pub async fn screen(
             endpoint: endpoint.clone(),
             path_token: path_token.cloned(),
         });
-        next.run(request).await.status()
+        let answer = next.run(request).await;
+        // An inner layer's Retry-After (the rate limit's wait) is the one header kept.
+        retry_after = answer.headers().get(header::RETRY_AFTER).cloned();
+        answer.status()
     };
     metrics::counter!(
         m::REQUESTS_TOTAL,
@@ -103,9 +118,10 @@ pub async fn screen(
     .increment(1);
     let mut response = code.into_response();
     if code == StatusCode::SERVICE_UNAVAILABLE {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, app.retry_after.clone());
+        retry_after.get_or_insert_with(|| app.retry_after.clone());
+    }
+    if let Some(value) = retry_after {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
     }
     response
 }

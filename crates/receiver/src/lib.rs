@@ -7,6 +7,7 @@
 //! - [`endpoints`]: operator-declared endpoints (TOML) with secrets from the environment;
 //! - [`auth`]: constant-time credential checks;
 //! - [`http`]: the webhook handler;
+//! - [`limits`]: the in-flight cap and per-endpoint rate limits;
 //! - [`listener`]: the TCP listener with a bound on open connections;
 //! - [`run`]: wires it together; the `intake` binary (`intake receiver`) only adds tracing and
 //!   the signal handler.
@@ -16,6 +17,7 @@ pub mod auth;
 pub mod config;
 pub mod endpoints;
 pub mod http;
+pub mod limits;
 pub mod listener;
 pub mod metrics;
 
@@ -67,6 +69,10 @@ pub async fn run(
         config.max_body_bytes >= 1,
         "INTAKE_MAX_BODY_BYTES must be at least 1"
     );
+    anyhow::ensure!(
+        config.max_in_flight >= 1,
+        "INTAKE_MAX_IN_FLIGHT must be at least 1"
+    );
     metrics::describe();
     let publisher = Publisher::start(PublisherConfig {
         amqp_url: config.broker.amqp_url.clone(),
@@ -114,6 +120,11 @@ pub fn app(
 ) -> anyhow::Result<Router> {
     let retry_after =
         HeaderValue::from_str(&config.retry_after_secs.to_string()).context("INTAKE_RETRY_AFTER_SECS")?;
+    let limits = Arc::new(limits::Limits::new(
+        config.max_in_flight,
+        endpoints.values(),
+        config.rate_limit,
+    ));
     let state = Arc::new(http::AppState {
         endpoints: endpoints
             .into_iter()
@@ -128,12 +139,14 @@ pub fn app(
         let connected = ready_publisher.is_connected();
         Box::pin(async move { connected })
     }));
-    // Layers run outside in: `screen` (endpoint, credentials, content type), then the body
-    // limit, then the handler. On the method router, so a 405 never reaches them. No
+    // Layers run outside in: `screen` (endpoint, credentials, content type), then the abuse
+    // limits (in flight, rate), then the body limit, then the handler. On the method router, so
+    // a 405 never reaches them. No
     // `TimeoutLayer`: the body deadline (408) and the confirm deadline (503) already bound a
     // request, each with its own status; one overall timeout would answer 408 for a slow broker.
     let webhook = post(http::receive)
         .route_layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+        .route_layer(axum::middleware::from_fn_with_state(limits, limits::guard))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), http::screen));
     let app = Router::new()
         .route("/webhooks/{name}", webhook.clone())

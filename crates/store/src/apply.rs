@@ -97,7 +97,7 @@ pub const PARKED_EVENT_FORMAT: i32 = 1;
 /// Dead-letter reason of a parked event whose stored form this build cannot read.
 pub const PARKED_FORMAT: &str = "parked_format";
 
-struct EntityState {
+pub(crate) struct EntityState {
     applied_types: Vec<String>,
     /// The newest `(occurred_at, envelope id)` seen for a NewestWins entity.
     version: Option<DateTime<Utc>>,
@@ -135,7 +135,7 @@ fn sha256_hex(body: &[u8]) -> String {
 }
 
 /// Whether applying `event_type` can release parked events of its provider.
-fn is_prerequisite(provider: intake_core::Provider, event_type: &str) -> bool {
+pub(crate) fn is_prerequisite(provider: intake_core::Provider, event_type: &str) -> bool {
     intake_providers::spec(provider)
         .events
         .iter()
@@ -311,7 +311,7 @@ async fn insert_raw(tx: &Transaction<'_>, envelope: &Envelope) -> Result<(), Sto
     Ok(())
 }
 
-async fn save_entity(
+pub(crate) async fn save_entity(
     tx: &Transaction<'_>,
     event: &DecodedEvent,
     state: &EntityState,
@@ -338,7 +338,7 @@ async fn save_entity(
     Ok(())
 }
 
-fn record_applied(state: &mut EntityState, event: &DecodedEvent) {
+pub(crate) fn record_applied(state: &mut EntityState, event: &DecodedEvent) {
     if !state.applied_types.contains(&event.event_type) {
         state.applied_types.push(event.event_type.clone());
     }
@@ -346,7 +346,10 @@ fn record_applied(state: &mut EntityState, event: &DecodedEvent) {
 
 /// Creates the entity's row if needed and locks it until the transaction ends: every event of
 /// one entity is applied under this lock, whichever worker holds it.
-async fn lock_entity(tx: &Transaction<'_>, event: &DecodedEvent) -> Result<EntityState, StoreError> {
+pub(crate) async fn lock_entity(
+    tx: &Transaction<'_>,
+    event: &DecodedEvent,
+) -> Result<EntityState, StoreError> {
     let lock = tx
         .prepare_cached(
             "INSERT INTO entities (kind, id) VALUES ($1, $2)
@@ -365,7 +368,7 @@ async fn lock_entity(tx: &Transaction<'_>, event: &DecodedEvent) -> Result<Entit
     })
 }
 
-async fn set_outcome(
+pub(crate) async fn set_outcome(
     tx: &Transaction<'_>,
     endpoint: &str,
     dedupe_key: &str,
@@ -375,6 +378,19 @@ async fn set_outcome(
         .prepare_cached("UPDATE inbox SET outcome = $3 WHERE endpoint = $1 AND dedupe_key = $2")
         .await?;
     tx.execute(&stmt, &[&endpoint, &dedupe_key, &outcome]).await?;
+    Ok(())
+}
+
+/// A parked event was applied: outcome `released`, and when (`intake trace` shows it).
+pub(crate) async fn mark_released(
+    tx: &Transaction<'_>,
+    endpoint: &str,
+    dedupe_key: &str,
+) -> Result<(), StoreError> {
+    let stmt = tx
+        .prepare_cached("UPDATE inbox SET outcome = 'released', settled_at = now() WHERE endpoint = $1 AND dedupe_key = $2")
+        .await?;
+    tx.execute(&stmt, &[&endpoint, &dedupe_key]).await?;
     Ok(())
 }
 
@@ -421,15 +437,15 @@ async fn park(
 }
 
 /// Where [`release`] reports what it did.
-struct ReleaseOut<'a> {
-    released: &'a mut Vec<Released>,
-    dead_letters: &'a mut Vec<ParkedDeadLetter>,
-    changed_contacts: &'a mut Vec<String>,
+pub(crate) struct ReleaseOut<'a> {
+    pub(crate) released: &'a mut Vec<Released>,
+    pub(crate) dead_letters: &'a mut Vec<ParkedDeadLetter>,
+    pub(crate) changed_contacts: &'a mut Vec<String>,
 }
 
 /// A dead-letter row for a parked event this build cannot read, with the body kept in
 /// `raw_events` (absent once retention pruned it).
-const INSERT_PARKED_DEAD_LETTER: &str = "
+pub(crate) const INSERT_PARKED_DEAD_LETTER: &str = "
 INSERT INTO dead_letters (envelope_id, endpoint, provider, event_type, dedupe_key, reason, attempts,
     first_error, last_error, received_at, headers, body)
 SELECT $1, $2, $3, $4, $5, $6, 1, $7, $7, $8, COALESCE(r.headers, '[]'::jsonb), r.body
@@ -441,7 +457,7 @@ ON CONFLICT DO NOTHING";
 /// is locked by it: the DELETE waits, then finds it gone. A row whose stored form this build
 /// cannot read (another format version, or undecodable) is dead-lettered alone, reason
 /// [`PARKED_FORMAT`]; the others are still applied.
-async fn release(
+pub(crate) async fn release(
     tx: &Transaction<'_>,
     event: &DecodedEvent,
     state: &mut EntityState,
@@ -517,7 +533,7 @@ async fn release(
             let effected = effects::apply(tx, &parked, envelope_id, Mode::Apply).await?;
             out.changed_contacts.extend(effected.contacts);
             record_applied(state, &parked);
-            set_outcome(tx, &endpoint, &dedupe_key, "released").await?;
+            mark_released(tx, &endpoint, &dedupe_key).await?;
             out.released.push(Released {
                 event_type: parked.event_type,
                 received_at,

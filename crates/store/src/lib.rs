@@ -8,6 +8,9 @@
 //!   state), effect, release of parked successors (an unreadable one is dead-lettered alone),
 //!   outbox rows for changed contacts;
 //! - `effects`: what each provider's events change in the domain tables;
+//! - [`dead_letters`]: the one dead-letter store (record, list, replay bookkeeping, purge);
+//! - [`operator`]: an operator's release or drop of a parked event;
+//! - [`trace`]: one webhook's life read back for `intake trace`, and parked events for operators;
 //! - [`maintenance`]: dead letters, the parked-event sweeper (`FOR UPDATE SKIP LOCKED`),
 //!   retention of every growing table in batches, and the numbers behind the gauges.
 //!
@@ -15,17 +18,23 @@
 #![forbid(unsafe_code)]
 
 pub mod apply;
+pub mod dead_letters;
 mod effects;
 mod error;
 pub mod maintenance;
+pub mod operator;
 pub mod pool;
 pub mod settings;
 pub mod sync;
+pub mod trace;
 
 pub use apply::{
     ApplyOptions, ApplyReport, Outcome, PARKED_EVENT_FORMAT, PARKED_FORMAT, ParkedDeadLetter, Released,
 };
+pub use dead_letters::{DeadLetterFilter, DeadLetterRow, NewDeadLetter};
 pub use error::StoreError;
 pub use maintenance::{DeadLetter, DeadLetterSink, ExpiredParked, ORDERING_TIMEOUT, ParkedStats, Retained};
+pub use operator::{DROPPED_BY_OPERATOR, Dropped, ManualRelease};
 pub use pool::{SessionBounds, Store, StoreConfig};
-pub use settings::{DEFAULT_DATABASE_URL, database_url_from_env};
+pub use settings::{DEFAULT_DATABASE_URL, DatabaseVariables, database_url_from_env};
+pub use trace::{ParkedRow, TraceStep};

@@ -78,6 +78,8 @@ pub struct ParkedStats {
     pub count: i64,
     /// Age of the oldest (zero when none).
     pub oldest_age: Duration,
+    /// How many are past their deadline (the sweeper will dead-letter them).
+    pub overdue: i64,
 }
 
 /// A redelivery of a message already dead-lettered (its ack was lost) adds nothing; the same
@@ -316,7 +318,8 @@ impl Store {
         let client = self.pool.get().await?;
         let row = client
             .query_one(
-                "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(parked_at)), 0)::float8
+                "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(parked_at)), 0)::float8,
+                        count(*) FILTER (WHERE deadline < now())
                  FROM parked_events",
                 &[],
             )
@@ -324,6 +327,7 @@ impl Store {
         Ok(ParkedStats {
             count: row.get(0),
             oldest_age: Duration::from_secs_f64(row.get::<_, f64>(1).max(0.0)),
+            overdue: row.get(2),
         })
     }
 

@@ -12,7 +12,7 @@ use intake_broker::Topology;
 use intake_broker::settings::secret_from_env;
 use intake_healthsherpa::{Auth, HealthSherpaConfig};
 use intake_store::StoreConfig;
-use intake_store::database_url_from_env;
+use intake_store::{DatabaseVariables, database_url_from_env};
 use secrecy::SecretString;
 
 /// A setting that cannot be used.
@@ -130,20 +130,20 @@ impl SyncConfig {
         SyncConfig::parse_from(["intake-sync"])
     }
 
+    /// The database variables, as every role reads them.
+    pub fn database(&self) -> DatabaseVariables<'_> {
+        DatabaseVariables {
+            url: &self.database_url,
+            pool_size: self.db_pool_size,
+            timeout_ms: self.db_timeout_ms,
+            statement_timeout_ms: self.db_statement_timeout_ms,
+            lock_timeout_ms: self.db_lock_timeout_ms,
+        }
+    }
+
     /// The store's settings: pool, client-side and server-side bounds.
     pub fn store_config(&self) -> StoreConfig {
-        let mut store = StoreConfig::new(
-            self.database_url.clone(),
-            self.db_pool_size,
-            Duration::from_millis(self.db_timeout_ms),
-        );
-        if let Some(ms) = self.db_statement_timeout_ms {
-            store.statement_timeout = Some(Duration::from_millis(ms));
-        }
-        if let Some(ms) = self.db_lock_timeout_ms {
-            store.lock_timeout = Some(Duration::from_millis(ms));
-        }
-        store
+        self.database().store_config()
     }
 
     /// Checks every setting, naming the first variable that is wrong.
@@ -161,17 +161,8 @@ impl SyncConfig {
         if self.relay_batch < 1 {
             return Err(invalid("INTAKE_RELAY_BATCH", "must be positive"));
         }
-        for (variable, value) in [
-            ("INTAKE_DB_STATEMENT_TIMEOUT_MS", self.db_statement_timeout_ms),
-            ("INTAKE_DB_LOCK_TIMEOUT_MS", self.db_lock_timeout_ms),
-        ] {
-            match value {
-                Some(0) => return Err(invalid(variable, "must be positive")),
-                Some(ms) if ms > self.db_timeout_ms => {
-                    return Err(invalid(variable, "must not exceed INTAKE_DB_TIMEOUT_MS"));
-                }
-                _ => {}
-            }
+        if let Err((variable, problem)) = self.database().check() {
+            return Err(invalid(variable, problem));
         }
         let auth = match self.healthsherpa_auth_mode.as_str() {
             "api_key" => Auth::ApiKey {

@@ -5,8 +5,9 @@
 //! - [`relay`]: outbox rows → `contacts.changed` messages (claim with `FOR UPDATE SKIP LOCKED`,
 //!   publish with confirm, mark published);
 //! - [`message`]: the versioned message on `{prefix}.q.sync`;
-//! - `worker`: one message → coalesce, create-or-update through `intake_healthsherpa`, store the
-//!   id and quote URL; retries via the broker's delay tiers, dead letters for permanent failures;
+//! - `worker`: the sync handler — one message → coalesce, create-or-update through
+//!   `intake_healthsherpa`, store the id and quote URL — run by the shared consumer runtime
+//!   (`intake_runtime`: retries via the delay tiers, dead letters recorded in Postgres);
 //! - [`mapping`]: stored contact → HealthSherpa contact;
 //! - [`metrics`]: metric names.
 //!
@@ -26,11 +27,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use intake_broker::{Consumer, ConsumerConfig, Publisher, PublisherConfig};
+use intake_broker::{ConsumerConfig, PublisherConfig};
 use intake_healthsherpa::{HealthSherpaClient, HealthSherpaError};
-use intake_store::{Store, StoreError};
+use intake_runtime::ConsumerRuntime;
+use intake_runtime::process::{self, RoleServices};
+use intake_store::StoreError;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 pub use config::{ConfigError, SyncConfig};
 pub use worker::{AfterCreateHook, AfterMessageHook};
@@ -89,50 +91,45 @@ pub async fn run_with(
     let valid = config.validate()?;
     metrics::describe();
     let client = HealthSherpaClient::new(valid.healthsherpa.clone())?;
-    let stop = CancellationToken::new();
-    tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            shutdown.await;
-            stop.cancel();
-        }
-    });
-
-    let store = Store::new(&config.store_config())?;
-    migrate_when_reachable(&store, &stop).await?;
-
-    let publisher = Publisher::start(PublisherConfig {
-        amqp_url: config.broker.amqp_url.clone(),
-        topology: valid.topology.clone(),
-        channels: 2,
-        confirm_timeout: Duration::from_millis(config.confirm_timeout_ms),
-        role: "sync-publisher",
-    });
-    let consumer = Consumer::new(ConsumerConfig {
-        amqp_url: config.broker.amqp_url.clone(),
-        topology: valid.topology.clone(),
-        queues: vec![valid.topology.sync_queue()],
-        prefetch: config.prefetch,
-        concurrency: config.concurrency,
-        role: "sync-consumer",
-    });
-
-    let ready: intake_telemetry::ReadinessCheck = {
-        let (store, publisher, consumer) = (store.clone(), publisher.clone(), consumer.clone());
-        Arc::new(move || {
-            let (store, publisher, consumer) = (store.clone(), publisher.clone(), consumer.clone());
-            Box::pin(async move { consumer.is_connected() && publisher.is_connected() && store.ping().await })
-        })
-    };
-    let http = {
-        let stop = stop.clone();
-        let router = intake_telemetry::ops_router(ready);
-        tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        })
-    };
+    let services = process::start_role(
+        &config.store_config(),
+        PublisherConfig {
+            amqp_url: config.broker.amqp_url.clone(),
+            topology: valid.topology.clone(),
+            channels: 2,
+            confirm_timeout: Duration::from_millis(config.confirm_timeout_ms),
+            role: "sync-publisher",
+        },
+        shutdown,
+    )
+    .await?;
+    let RoleServices {
+        stop,
+        store,
+        publisher,
+    } = services;
+    let runtime = ConsumerRuntime::new(
+        "sync",
+        ConsumerConfig {
+            amqp_url: config.broker.amqp_url.clone(),
+            topology: valid.topology.clone(),
+            queues: vec![valid.topology.sync_queue()],
+            prefetch: config.prefetch,
+            concurrency: config.concurrency,
+            role: "sync-consumer",
+        },
+        publisher.clone(),
+    );
+    // A sync waits on HealthSherpa for at most its timeout per request (a few per message).
+    let stuck_after =
+        Duration::from_millis(config.healthsherpa_timeout_ms.saturating_mul(6)).max(Duration::from_secs(60));
+    let ready = process::readiness(
+        store.clone(),
+        publisher.clone(),
+        vec![runtime.clone()],
+        stuck_after,
+    );
+    let http = process::serve_ops(listener, ready, &stop);
 
     let relay = config.relay_enabled.then(|| {
         let relay = relay::Relay {
@@ -145,54 +142,21 @@ pub async fn run_with(
         tokio::spawn(relay.run(stop.clone()))
     });
 
-    let context = Arc::new(worker::Context {
+    let handler = Arc::new(worker::SyncHandler {
         store,
-        publisher: publisher.clone(),
-        topology: valid.topology.clone(),
         client,
         after_create: hooks.after_create,
         after_message: hooks.after_message,
     });
+    process::wait_for_publisher(&publisher, &stop, "sync").await;
     tracing::info!(?config, "sync starting");
-    let consuming = consumer.run(
-        move |delivery| {
-            let context = context.clone();
-            async move { worker::handle(&context, delivery).await }
-        },
-        stop.clone(),
-    );
     let grace = Duration::from_secs(config.shutdown_grace_secs);
-    tokio::pin!(consuming);
-    tokio::select! {
-        _ = &mut consuming => {}
-        _ = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!("shutdown grace period over; unfinished syncs will be redelivered");
-        }
-    }
+    process::drain_within(runtime.run(handler, stop.clone()), &stop, grace, "sync").await;
     if let Some(relay) = relay {
         let _ = relay.await;
     }
     publisher.close().await;
-    match http.await {
-        Ok(result) => result?,
-        Err(e) => tracing::warn!(error = %e, "ops server task failed"),
-    }
+    process::finish_ops(http).await?;
     tracing::info!("sync stopped");
     Ok(())
-}
-
-/// Migrates, waiting for the database to come up (the process may start before Postgres).
-async fn migrate_when_reachable(store: &Store, stop: &CancellationToken) -> Result<(), StoreError> {
-    let mut wait = Duration::from_millis(200);
-    loop {
-        match store.migrate().await {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_retryable() && !stop.is_cancelled() => {
-                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "database not ready");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }

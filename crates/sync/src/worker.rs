@@ -1,18 +1,18 @@
 //! One sync message, start to finish: take the contact's sync lock, skip it if a newer state was
 //! already sent or a newer change is committed (coalescing: the newest message sends), else send
 //! the contact's current state — update when we hold its HealthSherpa id; otherwise search first
-//! when an earlier attempt may have created it, then create — and store the id and quote URL. Transient failures go to the broker's delay tiers
-//! (`Retry-After` honoured), permanent ones to the dead-letter queue; then the delivery is acked.
+//! when an earlier attempt may have created it, then create — and store the id and quote URL. The
+//! handler only judges: transient failures are a retry (no earlier than HealthSherpa's
+//! `Retry-After`), permanent ones a dead letter; the shared consumer runtime settles them.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use intake_broker::consumer::{Delivery, Disposition};
-use intake_broker::retry::{self, NextStep};
-use intake_broker::{Publisher, Topology, codec};
-use intake_healthsherpa::{HealthSherpaClient, HealthSherpaError, RetryPolicy, retry_delay};
+use intake_broker::{Delivery, codec};
+use intake_healthsherpa::{HealthSherpaClient, HealthSherpaError};
+use intake_runtime::{Handler, Settled, Verdict};
 use intake_store::sync::ContactSync;
 use intake_store::{Store, StoreError};
 
@@ -29,11 +29,9 @@ pub type AfterCreateHook = Arc<dyn Fn(&str) -> Pin<Box<dyn Future<Output = ()> +
 /// a test can tell which of several in-process instances handled a message.
 pub type AfterMessageHook = Arc<dyn Fn(&str, &'static str) + Send + Sync>;
 
-/// What every handler shares.
-pub(crate) struct Context {
+/// The sync worker's handler.
+pub(crate) struct SyncHandler {
     pub store: Store,
-    pub publisher: Publisher,
-    pub topology: Topology,
     pub client: HealthSherpaClient,
     pub after_create: Option<AfterCreateHook>,
     pub after_message: Option<AfterMessageHook>,
@@ -77,48 +75,66 @@ impl Failure {
     }
 }
 
-pub(crate) async fn handle(ctx: &Context, delivery: Delivery) -> Disposition {
-    let started = Instant::now();
-    let previous = codec::attempt(&delivery.properties);
-    let message = serde_json::from_slice::<SyncMessage>(&delivery.body);
-    let result = match &message {
-        Ok(message) => sync(ctx, message, previous > 0 || delivery.redelivered).await,
-        Err(_) => Err(Failure::Malformed),
-    };
-    let disposition = match result {
-        Ok(outcome) => {
-            let outcome = match outcome {
-                Synced::Created => "created",
-                Synced::Updated => "updated",
-                Synced::Coalesced => "coalesced",
-                Synced::Superseded => "superseded",
-                Synced::NoContact => "no_contact",
-            };
-            metrics::counter!(m::MESSAGES_TOTAL, "outcome" => outcome).increment(1);
-            if let (Some(hook), Ok(message)) = (&ctx.after_message, &message) {
-                hook(message.contact_id(), outcome);
+impl Handler for SyncHandler {
+    async fn handle(&self, delivery: &Delivery) -> Verdict {
+        let started = Instant::now();
+        let previous = codec::attempt(&delivery.properties);
+        let message = serde_json::from_slice::<SyncMessage>(&delivery.body);
+        let result = match &message {
+            Ok(message) => sync(self, message, previous > 0 || delivery.redelivered).await,
+            Err(_) => Err(Failure::Malformed),
+        };
+        metrics::histogram!(m::PROCESSING_SECONDS).record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(outcome) => {
+                let outcome = match outcome {
+                    Synced::Created => "created",
+                    Synced::Updated => "updated",
+                    Synced::Coalesced => "coalesced",
+                    Synced::Superseded => "superseded",
+                    Synced::NoContact => "no_contact",
+                };
+                metrics::counter!(m::MESSAGES_TOTAL, "outcome" => outcome).increment(1);
+                if let (Some(hook), Ok(message)) = (&self.after_message, &message) {
+                    hook(message.contact_id(), outcome);
+                }
+                Verdict::Done
             }
-            Disposition::Ack
-        }
-        Err(failure) if failure.is_retryable() => retry_or_give_up(ctx, &delivery, &failure, previous).await,
-        Err(failure) => {
-            dead_letter(
-                ctx,
-                &delivery,
+            // HealthSherpa's Retry-After overrides the tier schedule (never retrying earlier).
+            Err(failure) if failure.is_retryable() => {
+                let not_before = match &failure {
+                    Failure::Api(e) => e.retry_after(),
+                    _ => None,
+                };
+                Verdict::Retry(
+                    intake_runtime::Failure::new(failure.reason(), failure.to_string())
+                        .not_before(not_before),
+                )
+            }
+            // The error never holds PHI: HealthSherpa messages are scrubbed of what we sent.
+            Err(failure) => Verdict::DeadLetter(intake_runtime::Failure::new(
                 failure.reason(),
-                &failure.to_string(),
-                previous + 1,
-            )
-            .await
+                failure.to_string(),
+            )),
         }
-    };
-    metrics::histogram!(m::PROCESSING_SECONDS).record(started.elapsed().as_secs_f64());
-    disposition
+    }
+
+    fn settled(&self, _delivery: &Delivery, settled: Settled<'_>) {
+        match settled {
+            Settled::Retried { .. } => {
+                metrics::counter!(m::MESSAGES_TOTAL, "outcome" => "retried").increment(1);
+            }
+            Settled::DeadLettered { reason, .. } => {
+                metrics::counter!(m::MESSAGES_TOTAL, "outcome" => "dead_lettered").increment(1);
+                metrics::counter!(m::DEAD_LETTERS_TOTAL, "reason" => reason.to_owned()).increment(1);
+            }
+        }
+    }
 }
 
 /// Syncs under the contact's lock; `retried`: an earlier attempt of this message ran (so it
 /// may have created the contact).
-async fn sync(ctx: &Context, message: &SyncMessage, retried: bool) -> Result<Synced, Failure> {
+async fn sync(ctx: &SyncHandler, message: &SyncMessage, retried: bool) -> Result<Synced, Failure> {
     let lock = ctx.store.lock_contact_sync(message.contact_id()).await?;
     let result = sync_locked(ctx, &lock, message, retried).await;
     if let Err(e) = lock.release().await {
@@ -128,7 +144,7 @@ async fn sync(ctx: &Context, message: &SyncMessage, retried: bool) -> Result<Syn
 }
 
 async fn sync_locked(
-    ctx: &Context,
+    ctx: &SyncHandler,
     lock: &ContactSync,
     message: &SyncMessage,
     retried: bool,
@@ -178,118 +194,4 @@ async fn sync_locked(
     lock.record_synced(&synced.id, Some(&synced.redirect_url), contact.seq)
         .await?;
     Ok(Synced::Created)
-}
-
-/// The delay tier and per-message expiration for a retry wanted after `delay`: the shortest
-/// tier that is long enough (else the longest), waiting exactly `delay` within it.
-pub(crate) fn tier_for(tiers: &[Duration], delay: Duration) -> Option<(Duration, Duration)> {
-    let tier = tiers
-        .iter()
-        .copied()
-        .find(|t| *t >= delay)
-        .or_else(|| tiers.last().copied())?;
-    Some((tier, delay.min(tier).max(Duration::from_millis(1))))
-}
-
-async fn retry_or_give_up(
-    ctx: &Context,
-    delivery: &Delivery,
-    failure: &Failure,
-    previous: u32,
-) -> Disposition {
-    let tiers = ctx.topology.retry_tiers();
-    let jitter = rand::random::<f64>();
-    let NextStep::Retry {
-        tier,
-        expiration,
-        attempt,
-    } = retry::next_step(tiers, previous, jitter)
-    else {
-        return dead_letter(
-            ctx,
-            delivery,
-            "retries_exhausted",
-            &failure.to_string(),
-            previous + 1,
-        )
-        .await;
-    };
-    // HealthSherpa's Retry-After overrides the tier schedule (never retrying earlier than asked).
-    let (tier, expiration) = match failure {
-        Failure::Api(e) if e.retry_after().is_some() => {
-            let policy = RetryPolicy {
-                max: tiers.last().copied().unwrap_or(tier),
-                ..RetryPolicy::default()
-            };
-            tier_for(tiers, retry_delay(&policy, previous, e, jitter)).unwrap_or((tier, expiration))
-        }
-        _ => (tier, expiration),
-    };
-    let error = failure.to_string();
-    let properties = retry::retry_properties(&delivery.properties, tier, expiration, attempt, &error);
-    let exchange = ctx.topology.retry_exchange();
-    match ctx
-        .publisher
-        .publish(&exchange, &delivery.queue, &delivery.body, properties)
-        .await
-    {
-        Ok(()) => {
-            tracing::warn!(attempt, retry_in_ms = expiration.as_millis() as u64, kind = failure.reason(), error = %error, "sync failed; retrying later");
-            metrics::counter!(m::MESSAGES_TOTAL, "outcome" => "retried").increment(1);
-            Disposition::Ack
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "retry publish failed; handing back to the broker");
-            metrics::counter!(m::MESSAGES_TOTAL, "outcome" => "requeued").increment(1);
-            Disposition::Requeue
-        }
-    }
-}
-
-async fn dead_letter(
-    ctx: &Context,
-    delivery: &Delivery,
-    reason: &'static str,
-    error: &str,
-    attempts: u32,
-) -> Disposition {
-    let properties = retry::dead_letter_properties(&delivery.properties, reason, attempts, error);
-    let exchange = ctx.topology.dead_letter_exchange();
-    if let Err(e) = ctx
-        .publisher
-        .publish(&exchange, &delivery.queue, &delivery.body, properties)
-        .await
-    {
-        tracing::warn!(error = %e, "dead-letter publish failed; handing back to the broker");
-        metrics::counter!(m::MESSAGES_TOTAL, "outcome" => "requeued").increment(1);
-        return Disposition::Requeue;
-    }
-    // `error` never holds PHI: HealthSherpa messages are scrubbed of what we sent.
-    tracing::warn!(reason, attempts, error, "sync dead-lettered");
-    metrics::counter!(m::MESSAGES_TOTAL, "outcome" => "dead_lettered").increment(1);
-    metrics::counter!(m::DEAD_LETTERS_TOTAL, "reason" => reason).increment(1);
-    Disposition::Ack
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_picks_the_shortest_long_enough_tier() {
-        let tiers = [
-            Duration::from_secs(5),
-            Duration::from_secs(30),
-            Duration::from_secs(120),
-        ];
-        let s = Duration::from_secs;
-        assert_eq!(tier_for(&tiers, s(7)), Some((s(30), s(7))));
-        assert_eq!(tier_for(&tiers, s(5)), Some((s(5), s(5))));
-        assert_eq!(tier_for(&tiers, s(600)), Some((s(120), s(120))));
-        assert_eq!(
-            tier_for(&tiers, Duration::ZERO),
-            Some((s(5), Duration::from_millis(1)))
-        );
-        assert_eq!(tier_for(&[], s(1)), None);
-    }
 }

@@ -9,8 +9,8 @@ use intake_broker::BrokerSettings;
 use intake_broker::Topology;
 use intake_core::Provider;
 use intake_store::StoreConfig;
-use intake_store::database_url_from_env;
-use secrecy::{ExposeSecret, SecretString};
+use intake_store::{DatabaseVariables, database_url_from_env};
+use secrecy::SecretString;
 
 /// Worker settings. Every field can be set by the environment variable named in `env`.
 #[derive(Clone, Debug, Parser)]
@@ -99,6 +99,16 @@ pub struct WorkerConfig {
     #[arg(long, env = "INTAKE_DEAD_LETTER_RETENTION_DAYS", default_value_t = 30)]
     pub dead_letter_retention_days: u64,
 
+    /// Record the dead-letter queue's messages in Postgres from this worker (any number of
+    /// workers may; at least one must).
+    #[arg(long, env = "INTAKE_RECORD_DEAD_LETTERS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub record_dead_letters: bool,
+
+    /// With deliveries in flight and none settled for this long (seconds), `/readyz` says the
+    /// worker is stuck (503), so an orchestrator restarts it.
+    #[arg(long, env = "INTAKE_STUCK_AFTER_SECS", default_value_t = 120)]
+    pub stuck_after_secs: u64,
+
     /// Longest wait for in-flight events on shutdown (seconds); the rest is redelivered.
     #[arg(long, env = "INTAKE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
@@ -178,30 +188,21 @@ impl WorkerConfig {
                 "INTAKE_DEAD_LETTER_RETENTION_DAYS",
                 self.dead_letter_retention_days,
             ),
+            ("INTAKE_STUCK_AFTER_SECS", self.stuck_after_secs),
         ] {
             if value == 0 {
                 return Err(invalid(variable, "must be positive"));
             }
         }
-        for (variable, value) in [
-            ("INTAKE_DB_STATEMENT_TIMEOUT_MS", self.db_statement_timeout_ms),
-            ("INTAKE_DB_LOCK_TIMEOUT_MS", self.db_lock_timeout_ms),
-        ] {
-            match value {
-                Some(0) => return Err(invalid(variable, "must be positive")),
-                // Above the client's bound, the worker would give up on a statement the server
-                // still runs, holding its locks.
-                Some(ms) if ms > self.db_timeout_ms => {
-                    return Err(invalid(variable, "must not exceed INTAKE_DB_TIMEOUT_MS"));
-                }
-                _ => {}
-            }
-        }
-        let url = self.database_url.expose_secret();
-        if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
-            return Err(invalid("INTAKE_DATABASE_URL", "must start with postgres://"));
+        if let Err((variable, problem)) = self.database().check() {
+            return Err(invalid(variable, problem));
         }
         Ok(Validated { topology, providers })
+    }
+
+    /// How long in-flight work may go without progress before `/readyz` fails.
+    pub fn stuck_after(&self) -> Duration {
+        Duration::from_secs(self.stuck_after_secs)
     }
 
     /// Per-event transaction deadline.
@@ -209,16 +210,20 @@ impl WorkerConfig {
         Duration::from_millis(self.db_timeout_ms)
     }
 
+    /// The database variables, as every role reads them.
+    pub fn database(&self) -> DatabaseVariables<'_> {
+        DatabaseVariables {
+            url: &self.database_url,
+            pool_size: self.db_pool_size,
+            timeout_ms: self.db_timeout_ms,
+            statement_timeout_ms: self.db_statement_timeout_ms,
+            lock_timeout_ms: self.db_lock_timeout_ms,
+        }
+    }
+
     /// The store's settings: pool, client-side and server-side bounds.
     pub fn store_config(&self) -> StoreConfig {
-        let mut store = StoreConfig::new(self.database_url.clone(), self.db_pool_size, self.db_timeout());
-        if let Some(ms) = self.db_statement_timeout_ms {
-            store.statement_timeout = Some(Duration::from_millis(ms));
-        }
-        if let Some(ms) = self.db_lock_timeout_ms {
-            store.lock_timeout = Some(Duration::from_millis(ms));
-        }
-        store
+        self.database().store_config()
     }
 }
 

@@ -1,9 +1,12 @@
 //! The ingest worker: consumes every provider queue and applies each event exactly once.
 //!
 //! - [`config`]: settings from the environment, validated at start;
-//! - `process`: one delivery — decode, one store transaction per event, then ack; transient
-//!   failures go to the next retry tier, permanent ones (and the last attempt) to dead letters;
-//! - `sweeper`: parked-event timeouts, raw-event retention, gauges;
+//! - `handler`: the ingest handler — decode, one store transaction per event — whose verdicts the
+//!   shared consumer runtime (`intake_runtime`) turns into acks, retries and dead letters;
+//! - `sweeper`: parked-event timeouts, raw-event retention, gauges.
+//!
+//! Each worker also runs the dead-letter recorder on the dead-letter queue (one Postgres row per
+//! dead letter), unless `INTAKE_RECORD_DEAD_LETTERS=false`.
 //! - [`metrics`]: metric names.
 //!
 //! [`run`] is the whole process minus logging and the recorder, so tests run workers in-process
@@ -13,21 +16,24 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+mod handler;
 pub mod metrics;
-mod process;
 mod sweeper;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use intake_broker::{Consumer, ConsumerConfig, Publisher, PublisherConfig};
-use intake_store::{ApplyOptions, Store, StoreError};
+use intake_broker::{ConsumerConfig, PublisherConfig};
+use intake_runtime::process::{self, RoleServices};
+use intake_runtime::{ConsumerRuntime, DeadLetterRecorder};
+use intake_store::{ApplyOptions, StoreError};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+
+use crate::handler::IngestHandler;
 
 pub use config::{ConfigError, WorkerConfig};
-pub use process::AfterCommitHook;
+pub use handler::AfterCommitHook;
 
 /// Why the worker could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -48,12 +54,16 @@ pub enum WorkerError {
 pub struct Hooks {
     /// Called after each committed event, before its delivery is acked.
     pub after_commit: Option<AfterCommitHook>,
+    /// Publish retries and dead letters through this AMQP URL instead (a test's TCP proxy), so a
+    /// test can block publishing while consuming goes on.
+    pub publish_amqp_url: Option<secrecy::SecretString>,
 }
 
 impl std::fmt::Debug for Hooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hooks")
             .field("after_commit", &self.after_commit.is_some())
+            .field("publish_amqp_url", &self.publish_amqp_url.is_some())
             .finish()
     }
 }
@@ -76,54 +86,67 @@ pub async fn run_with(
 ) -> Result<(), WorkerError> {
     let valid = config.validate()?;
     metrics::describe();
-    let stop = CancellationToken::new();
-    tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            shutdown.await;
-            stop.cancel();
-        }
+    let services = process::start_role(
+        &config.store_config(),
+        PublisherConfig {
+            amqp_url: hooks
+                .publish_amqp_url
+                .clone()
+                .unwrap_or_else(|| config.broker.amqp_url.clone()),
+            topology: valid.topology.clone(),
+            channels: config.publish_channels.max(1),
+            confirm_timeout: Duration::from_millis(config.confirm_timeout_ms),
+            role: "worker-publisher",
+        },
+        shutdown,
+    )
+    .await?;
+    let RoleServices {
+        stop,
+        store,
+        publisher,
+    } = services;
+    let consumer =
+        |role: &'static str, queues: Vec<String>, prefetch: u16, concurrency: usize| ConsumerConfig {
+            amqp_url: config.broker.amqp_url.clone(),
+            topology: valid.topology.clone(),
+            queues,
+            prefetch,
+            concurrency,
+            role,
+        };
+    let ingest = ConsumerRuntime::new(
+        "worker",
+        consumer(
+            "worker-consumer",
+            valid
+                .providers
+                .iter()
+                .map(|p| valid.topology.provider_queue(*p))
+                .collect(),
+            config.prefetch,
+            config.concurrency,
+        ),
+        publisher.clone(),
+    );
+    // Every worker also records the dead-letter queue's messages (competing consumers: any number
+    // of workers share the job), so each dead letter becomes one row however it got there.
+    let recorder = config.record_dead_letters.then(|| {
+        ConsumerRuntime::new(
+            "dead_letters",
+            consumer(
+                "worker-dead-letters",
+                vec![valid.topology.dead_letter_queue()],
+                20,
+                2,
+            ),
+            publisher.clone(),
+        )
     });
-
-    let store = Store::new(&config.store_config())?;
-    migrate_when_reachable(&store, &stop).await?;
-
-    let publisher = Publisher::start(PublisherConfig {
-        amqp_url: config.broker.amqp_url.clone(),
-        topology: valid.topology.clone(),
-        channels: config.publish_channels.max(1),
-        confirm_timeout: Duration::from_millis(config.confirm_timeout_ms),
-        role: "worker-publisher",
-    });
-    let consumer = Consumer::new(ConsumerConfig {
-        amqp_url: config.broker.amqp_url.clone(),
-        topology: valid.topology.clone(),
-        queues: valid
-            .providers
-            .iter()
-            .map(|p| valid.topology.provider_queue(*p))
-            .collect(),
-        prefetch: config.prefetch,
-        concurrency: config.concurrency,
-        role: "worker-consumer",
-    });
-
-    let ready: intake_telemetry::ReadinessCheck = {
-        let (store, publisher, consumer) = (store.clone(), publisher.clone(), consumer.clone());
-        Arc::new(move || {
-            let (store, publisher, consumer) = (store.clone(), publisher.clone(), consumer.clone());
-            Box::pin(async move { consumer.is_connected() && publisher.is_connected() && store.ping().await })
-        })
-    };
-    let http = {
-        let stop = stop.clone();
-        let router = intake_telemetry::ops_router(ready);
-        tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        })
-    };
+    let mut watched = vec![ingest.clone()];
+    watched.extend(recorder.clone());
+    let ready = process::readiness(store.clone(), publisher.clone(), watched, config.stuck_after());
+    let http = process::serve_ops(listener, ready, &stop);
 
     let sweeper = sweeper::Sweeper {
         store: store.clone(),
@@ -139,9 +162,8 @@ pub async fn run_with(
     };
     let sweeper = tokio::spawn(sweeper.run(stop.clone()));
 
-    let context = Arc::new(process::Context {
-        store,
-        publisher: publisher.clone(),
+    let handler = Arc::new(IngestHandler {
+        store: store.clone(),
         topology: valid.topology.clone(),
         options: ApplyOptions {
             park_limit: config.park_limit_secs.map(Duration::from_secs),
@@ -149,57 +171,28 @@ pub async fn run_with(
         db_timeout: config.db_timeout(),
         after_commit: hooks.after_commit,
     });
-    // Retries and dead letters need the publisher: consuming before it is up would only hand
-    // deliveries back.
-    while !publisher.wait_connected(Duration::from_secs(1)).await {
-        if stop.is_cancelled() {
-            break;
-        }
-        tracing::warn!("waiting for the broker before consuming");
-    }
+    process::wait_for_publisher(&publisher, &stop, "worker").await;
     tracing::info!(?config, "worker starting");
-    let consuming = consumer.run(
-        move |delivery| {
-            let context = context.clone();
-            async move { process::handle(&context, delivery).await }
-        },
-        stop.clone(),
-    );
-    // The consumer returns once stopped and drained; bound the drain by the grace period.
+    let recording = recorder.map(|recorder| {
+        let (store, topology, stop) = (store.clone(), valid.topology.clone(), stop.clone());
+        tokio::spawn(async move {
+            recorder
+                .run(Arc::new(DeadLetterRecorder::new(store, topology)), stop)
+                .await;
+        })
+    });
     let grace = Duration::from_secs(config.shutdown_grace_secs);
-    tokio::pin!(consuming);
-    tokio::select! {
-        _ = &mut consuming => {}
-        _ = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!("shutdown grace period over; unfinished events will be redelivered");
-        }
+    process::drain_within(ingest.run(handler, stop.clone()), &stop, grace, "worker").await;
+    if let Some(recording) = recording {
+        let _ = recording.await;
     }
     let _ = sweeper.await;
     publisher.close().await;
-    match http.await {
-        Ok(result) => result?,
-        Err(e) => tracing::warn!(error = %e, "ops server task failed"),
-    }
+    process::finish_ops(http).await?;
     tracing::info!("worker stopped");
     Ok(())
 }
 
 fn days(n: u64) -> Duration {
     Duration::from_secs(n.saturating_mul(86_400))
-}
-
-/// Migrates, waiting for the database to come up (a worker may start before Postgres).
-async fn migrate_when_reachable(store: &Store, stop: &CancellationToken) -> Result<(), StoreError> {
-    let mut wait = Duration::from_millis(200);
-    loop {
-        match store.migrate().await {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_retryable() && !stop.is_cancelled() => {
-                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "database not ready");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }

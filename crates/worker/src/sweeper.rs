@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use intake_broker::{Publisher, Topology, codec, retry};
+use intake_broker::{Publisher, Topology, codec, dead, retry};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -85,12 +85,28 @@ impl Sweeper {
             }
         }
         self.prune().await;
-        if let Ok(stats) = self.store.parked_stats().await {
+        // The gauges; the timestamp moves only when all of them were read, so a sweep that keeps
+        // failing shows as a stale timestamp instead of gauges frozen at their last value.
+        let parked = self.store.parked_stats().await;
+        let open = self.store.unresolved_dead_letters().await;
+        let backlog = self
+            .store
+            .outbox_backlog(intake_broker::topology::CONTACTS_CHANGED_KEY)
+            .await;
+        if let (Ok(stats), Ok(open), Ok(backlog)) = (parked, open, backlog) {
             metrics::gauge!(m::PARKED).set(stats.count as f64);
             metrics::gauge!(m::OLDEST_PARKED_SECONDS).set(stats.oldest_age.as_secs_f64());
-        }
-        if let Ok(n) = self.store.unresolved_dead_letters().await {
-            metrics::gauge!(m::DEAD_LETTERS).set(n as f64);
+            metrics::gauge!(m::PARKED_OVERDUE).set(stats.overdue as f64);
+            metrics::gauge!(m::DEAD_LETTERS).set(open as f64);
+            // Also reported here, not only by the relay: with no sync running, the backlog grows
+            // and someone must see it.
+            metrics::gauge!(m::OUTBOX_BACKLOG).set(backlog as f64);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            metrics::gauge!(m::SWEEP_LAST_SUCCESS).set(now.as_secs_f64());
+        } else {
+            tracing::warn!("reading the worker gauges failed; they keep their last values");
         }
     }
 
@@ -137,6 +153,14 @@ impl DeadLetterSink for Sweeper {
                 &reason,
             );
             let queue = self.topology.provider_queue(expired.envelope.provider);
+            // The sweep writes the row in its own transaction: the recorder need not.
+            let properties = dead::with_context(
+                properties,
+                &queue,
+                Some(&expired.event_type),
+                Some(&expired.dedupe_key),
+                true,
+            );
             let exchange = self.topology.dead_letter_exchange();
             self.publisher
                 .publish(&exchange, &queue, &expired.envelope.body, properties)

@@ -102,6 +102,7 @@ impl World {
                     committed.fetch_add(1, Ordering::SeqCst);
                 })
             }),
+            ..Hooks::default()
         };
         let worker = self.start_worker_with(self.worker_config(), hooks).await;
         (worker, committed)
