@@ -759,3 +759,184 @@ async fn body_limit_and_deadline_come_after_the_header_checks_and_answer_without
     probe.cleanup(&receiver.topology).await;
     receiver.stop().await.expect("clean stop");
 }
+
+/// The URL path and headers that authenticate `body` on the test endpoint `endpoint`.
+fn credentials(endpoint: &str, body: &[u8]) -> (String, Vec<(&'static str, String)>) {
+    match endpoint {
+        "spark-a" => (
+            "spark-a/path-secret-1".into(),
+            vec![("authorization", basic("spark", "basic-secret"))],
+        ),
+        "loop" => ("loop".into(), vec![("SparkLoop-Token", "loop-secret".into())]),
+        "s360" => (
+            "s360".into(),
+            vec![(
+                "X-Spark360-Signature",
+                format!("sha256={}", hex(&hmac("hmac-key", body))),
+            )],
+        ),
+        "hs" => ("hs".into(), vec![("authorization", "Bearer hs-bearer".into())]),
+        "std" => {
+            let ts = now();
+            let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
+            // Signed by hand: the crate signs only UTF-8 bodies.
+            let key = BASE64
+                .decode(WHSEC_OLD.trim_start_matches("whsec_"))
+                .expect("whsec key");
+            let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("key");
+            mac.update(format!("{id}.{ts}.").as_bytes());
+            mac.update(body);
+            let signature = format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()));
+            (
+                "std".into(),
+                vec![
+                    ("webhook-id", id),
+                    ("webhook-timestamp", ts.to_string()),
+                    ("webhook-signature", signature),
+                ],
+            )
+        }
+        other => panic!("no credentials for {other}"),
+    }
+}
+
+#[tokio::test]
+async fn invalid_utf8_bare_scalars_and_broken_chunking_get_400_and_enqueue_nothing() {
+    let (receiver, probe) = start().await;
+    let client = Client::new();
+    let endpoints = [
+        ("spark-a", Provider::Spark),
+        ("loop", Provider::SparkLoop),
+        ("s360", Provider::Spark360),
+        ("hs", Provider::HealthSherpa),
+        ("std", Provider::Standard),
+    ];
+    // JSON is UTF-8 (RFC 8259 section 8.1): bytes that are not, inside a string or a key, are a
+    // malformed body. Every provider sends an object: a bare scalar or an array is malformed too.
+    let bad: [&[u8]; 10] = [
+        b"{\"name\":\"\xff\xfe\"}",
+        b"{\"name\":\"caf\xc3\"}",
+        b"{\"a\":{\"b\":[\"\xed\xa0\x80\"]}}",
+        b"{\"\xc0\xaf\":1}",
+        b"42",
+        b"\"x\"",
+        b"true",
+        b"null",
+        b" [ ] ",
+        b"[{\"type\":\"x\"}]",
+    ];
+    for (endpoint, _) in endpoints {
+        for body in bad {
+            let (path, headers) = credentials(endpoint, body);
+            let r = post(&client, &receiver.url(&path), &headers, body).await;
+            // The Standard Webhooks check (the `standardwebhooks` crate) verifies only UTF-8
+            // bodies, so there a body that is not UTF-8 fails its signature before its JSON.
+            let expected = if endpoint == "std" && std::str::from_utf8(body).is_err() {
+                401
+            } else {
+                400
+            };
+            assert_eq!(
+                r.status(),
+                expected,
+                "{endpoint}: {:?}",
+                String::from_utf8_lossy(body)
+            );
+            assert!(r.bytes().await.expect("body").is_empty(), "no error text");
+        }
+    }
+    assert_all_queues_empty(&probe, &receiver).await;
+
+    // A chunked body whose framing breaks mid-way is malformed (400), not too large (413).
+    let head = "POST /webhooks/hs HTTP/1.1\r\nhost: x\r\nauthorization: Bearer hs-bearer\r\n\
+                content-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+    for broken in [
+        &b"zz\r\n{}\r\n0\r\n\r\n"[..],
+        b"2\r\n{}XX0\r\n\r\n",
+        b"5\r\n{}\r\n0\r\n\r\n",
+        b"2\r\n{}\r\n-1\r\n\r\n",
+        b"ffffffffffffffffff\r\n{}\r\n0\r\n\r\n",
+    ] {
+        assert_eq!(
+            raw_post(receiver.addr, head, broken, 1, Duration::ZERO).await,
+            400,
+            "{:?}",
+            String::from_utf8_lossy(broken)
+        );
+    }
+    assert_all_queues_empty(&probe, &receiver).await;
+
+    // The same credentials with an object body are accepted: the 400s above were the body's.
+    for (endpoint, provider) in endpoints {
+        let body = br#"{"ok":true}"#;
+        let (path, headers) = credentials(endpoint, body);
+        assert_eq!(
+            post(&client, &receiver.url(&path), &headers, body).await.status(),
+            200,
+            "{endpoint}"
+        );
+        assert_one_enqueued(&probe, &receiver, provider, endpoint, body).await;
+    }
+    let chunked = b"2\r\n{}\r\n0\r\n\r\n";
+    assert_eq!(
+        raw_post(receiver.addr, head, chunked, 1, Duration::ZERO).await,
+        200
+    );
+    assert_one_enqueued(&probe, &receiver, Provider::HealthSherpa, "hs", b"{}").await;
+    probe.cleanup(&receiver.topology).await;
+    receiver.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn a_path_segment_that_is_not_utf8_gets_404_without_text() {
+    let (receiver, probe) = start().await;
+    let client = Client::new();
+    let body = br#"{"ok":true}"#;
+    // Percent-encoded bytes that are not UTF-8, in the name or in the token segment.
+    for path in [
+        "hs%FF",
+        "spark-a/%FF%FE",
+        "spark-a/path-secret-1%C3",
+        "%ED%A0%80/x",
+    ] {
+        let (_, headers) = credentials(if path.starts_with("hs") { "hs" } else { "spark-a" }, body);
+        let r = post(&client, &receiver.url(path), &headers, body).await;
+        assert_eq!(r.status(), 404, "{path}");
+        assert!(r.bytes().await.expect("body").is_empty(), "{path}: no error text");
+    }
+    // A percent-encoded name or token that decodes to the real one is that endpoint.
+    let (_, headers) = credentials("spark-a", body);
+    let r = post(
+        &client,
+        &receiver.url("spark%2Da/path%2Dsecret-1"),
+        &headers,
+        body,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_one_enqueued(&probe, &receiver, Provider::Spark, "spark-a", body).await;
+    assert_all_queues_empty(&probe, &receiver).await;
+    probe.cleanup(&receiver.topology).await;
+    receiver.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn standard_webhooks_timestamps_at_the_ends_of_i64_get_401() {
+    let (receiver, probe) = start().await;
+    let client = Client::new();
+    let body = br#"{"type":"invoice.paid"}"#;
+    // Signed correctly: only the timestamp is wrong. The crate's `now - timestamp` overflowed
+    // on i64::MIN (a panic in a build with overflow checks; accepted as fresh without).
+    for ts in [i64::MIN, i64::MIN + 1, i64::MAX, now() - 301, now() + 301] {
+        let headers = [
+            ("webhook-id", "msg_edge".to_owned()),
+            ("webhook-timestamp", ts.to_string()),
+            ("webhook-signature", std_sign(WHSEC_OLD, "msg_edge", ts, body)),
+        ];
+        let r = post(&client, &receiver.url("std"), &headers, body).await;
+        assert_eq!(r.status(), 401, "timestamp {ts}");
+    }
+    assert_all_queues_empty(&probe, &receiver).await;
+    probe.cleanup(&receiver.topology).await;
+    receiver.stop().await.expect("clean stop");
+}

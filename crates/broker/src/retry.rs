@@ -51,8 +51,10 @@ pub fn next_step(tiers: &[Duration], previous: u32, jitter: f64) -> NextStep {
     match tiers.get(previous as usize) {
         None => NextStep::GiveUp { attempts: attempt },
         Some(&tier) => {
-            let factor = 1.0 - JITTER * jitter.clamp(0.0, 1.0);
-            let expiration = tier.mul_f64(factor).max(Duration::from_millis(1));
+            // The tier less a cut of at most 20 %: subtracting (rather than scaling the tier by
+            // a factor near 1) keeps float rounding from going above the tier.
+            let cut = tier.mul_f64(JITTER * sample(jitter)).min(tier);
+            let expiration = tier.saturating_sub(cut).max(Duration::from_millis(1));
             NextStep::Retry {
                 tier,
                 expiration,
@@ -84,11 +86,24 @@ pub fn next_step_not_before(
     else {
         return step;
     };
-    let wait = wish.mul_f64(1.0 + JITTER * jitter.clamp(0.0, 1.0));
+    // The wish comes from outside (a provider's `Retry-After`, up to u64::MAX seconds): capped
+    // at the tier before any float arithmetic, and the jitter added saturating, so no wish can
+    // overflow `mul_f64`.
+    let wish = wish.min(tier);
+    let wait = wish.saturating_add(wish.mul_f64(JITTER * sample(jitter)));
     NextStep::Retry {
         tier,
         expiration: wait.min(tier).max(Duration::from_millis(1)),
         attempt,
+    }
+}
+
+/// A jitter sample in [0, 1]: clamped, and NaN (which `mul_f64` would panic on) taken as 0.
+fn sample(jitter: f64) -> f64 {
+    if jitter.is_nan() {
+        0.0
+    } else {
+        jitter.clamp(0.0, 1.0)
     }
 }
 
@@ -205,6 +220,83 @@ mod tests {
             panic!()
         };
         assert_eq!(expiration, Duration::from_secs(27));
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        fn tiers() -> impl Strategy<Value = Vec<Duration>> {
+            let tier = prop_oneof![
+                (1u64..=10_000).prop_map(Duration::from_millis),
+                (1u64..=7 * 24 * 3600).prop_map(Duration::from_secs),
+                // What `parse_retry_tiers` lets through, up to the largest Duration.
+                (1u64..=u64::MAX).prop_map(Duration::from_secs),
+                Just(Duration::MAX),
+            ];
+            proptest::collection::vec(tier, 0..8)
+        }
+
+        fn previous() -> impl Strategy<Value = u32> {
+            prop_oneof![0u32..10, any::<u32>()]
+        }
+
+        proptest! {
+            /// Attempt n (counting from 1) waits in tier n, between 80 % and all of it (at
+            /// least 1 ms), whatever the jitter sample — NaN and infinities included; past the
+            /// last tier it gives up, counting the attempt without overflowing.
+            #[test]
+            fn next_step_stays_within_its_tier(tiers in tiers(), previous in previous(), jitter in any::<f64>()) {
+                match next_step(&tiers, previous, jitter) {
+                    NextStep::Retry { tier, expiration, attempt } => {
+                        prop_assert!((previous as usize) < tiers.len());
+                        prop_assert_eq!(tier, tiers[previous as usize]);
+                        prop_assert_eq!(attempt, previous + 1);
+                        prop_assert!(expiration <= tier.max(Duration::from_millis(1)));
+                        prop_assert!(expiration >= Duration::from_millis(1));
+                        // 80 % of the tier, less a nanosecond of float rounding per second.
+                        let floor = tier.mul_f64(0.8).saturating_sub(Duration::from_nanos(tier.as_secs().saturating_add(1)));
+                        prop_assert!(expiration >= floor, "{:?} < {:?}", expiration, floor);
+                    }
+                    NextStep::GiveUp { attempts } => {
+                        prop_assert!((previous as usize) >= tiers.len());
+                        prop_assert_eq!(attempts, previous.saturating_add(1));
+                    }
+                }
+            }
+
+            /// With a wish (a `Retry-After`, any length up to u64::MAX seconds): the shortest
+            /// tier at least that long (else the longest), waiting at least the wish (up to the
+            /// tier) and never past the tier; without one, `next_step`.
+            #[test]
+            fn a_wish_waits_at_least_its_length_and_never_past_the_tier(
+                tiers in tiers(),
+                previous in previous(),
+                wish in prop::option::of(prop_oneof![
+                    (0u64..100_000).prop_map(Duration::from_millis),
+                    any::<u64>().prop_map(Duration::from_secs),
+                    Just(Duration::MAX),
+                ]),
+                jitter in any::<f64>(),
+            ) {
+                let step = next_step_not_before(&tiers, previous, wish, jitter);
+                let plain = next_step(&tiers, previous, jitter);
+                match (step, wish) {
+                    (NextStep::Retry { tier, expiration, attempt }, Some(wish)) => {
+                        let NextStep::Retry { attempt: plain_attempt, .. } = plain else {
+                            return Err(TestCaseError::fail("retried where next_step gives up"));
+                        };
+                        prop_assert_eq!(attempt, plain_attempt);
+                        let expected = tiers.iter().copied().find(|t| *t >= wish).or(tiers.last().copied());
+                        prop_assert_eq!(Some(tier), expected);
+                        prop_assert!(expiration <= tier.max(Duration::from_millis(1)));
+                        prop_assert!(expiration >= wish.min(tier).max(Duration::from_millis(1)));
+                    }
+                    _ => prop_assert_eq!(step, plain),
+                }
+            }
+        }
     }
 
     #[test]

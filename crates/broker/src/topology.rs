@@ -40,7 +40,12 @@ pub const DEFAULT_RETRY_TIERS: [Duration; 6] = [
     Duration::from_secs(6 * 3600),
 ];
 
-/// Parses a retry schedule such as `5s,30s,2m,10m,1h,6h` (units `ms`, `s`, `m`, `h`).
+/// The longest retry tier: RabbitMQ takes a TTL (`x-message-ttl`, `expiration`) as a 32-bit
+/// count of milliseconds (about 49.7 days) and refuses a larger one.
+pub const MAX_RETRY_TIER: Duration = Duration::from_millis(u32::MAX as u64);
+
+/// Parses a retry schedule such as `5s,30s,2m,10m,1h,6h` (units `ms`, `s`, `m`, `h`; each tier
+/// positive and at most [`MAX_RETRY_TIER`]).
 pub fn parse_retry_tiers(spec: &str) -> Result<Vec<Duration>, String> {
     let tiers = spec
         .split(',')
@@ -50,13 +55,19 @@ pub fn parse_retry_tiers(spec: &str) -> Result<Vec<Duration>, String> {
             let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
             let (n, unit) = t.split_at(split);
             let n: u64 = n.parse().map_err(|_| format!("invalid retry tier {t:?}"))?;
-            match unit {
-                "ms" => Ok(Duration::from_millis(n)),
-                "s" => Ok(Duration::from_secs(n)),
-                "m" => Ok(Duration::from_secs(n * 60)),
-                "h" => Ok(Duration::from_secs(n * 3600)),
-                _ => Err(format!("invalid retry tier {t:?}: unit must be ms, s, m or h")),
-            }
+            let millis_per_unit = match unit {
+                "ms" => 1,
+                "s" => 1_000,
+                "m" => 60_000,
+                "h" => 3_600_000,
+                _ => return Err(format!("invalid retry tier {t:?}: unit must be ms, s, m or h")),
+            };
+            n.checked_mul(millis_per_unit)
+                .map(Duration::from_millis)
+                .filter(|tier| *tier <= MAX_RETRY_TIER)
+                .ok_or_else(|| {
+                    format!("retry tier {t:?} is longer than RabbitMQ's largest TTL (about 49 days)")
+                })
         })
         .collect::<Result<Vec<_>, _>>()?;
     if tiers.is_empty() || tiers.iter().any(Duration::is_zero) {
@@ -375,5 +386,39 @@ mod tests {
         assert!(parse_retry_tiers("5x").is_err());
         assert!(parse_retry_tiers("").is_err());
         assert!(parse_retry_tiers("0s").is_err());
+        assert_eq!(parse_retry_tiers("4294967295ms"), Ok(vec![MAX_RETRY_TIER]));
+        assert!(parse_retry_tiers("4294968s").is_err());
+        assert!(
+            parse_retry_tiers("307445734561825861m").is_err(),
+            "overflows u64 ms"
+        );
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            /// Any text parses or is refused with a message, never a panic.
+            #[test]
+            fn any_retry_schedule_text_parses_or_is_refused(spec in "\\PC{0,40}|[0-9 ,]{0,30}(ms|s|m|h)?") {
+                let _ = parse_retry_tiers(&spec);
+            }
+
+            /// `<n><unit>` is exactly n units when that is positive and within RabbitMQ's TTL
+            /// range, else refused (never wrapped around).
+            #[test]
+            fn a_tier_is_exact_or_refused(n in prop_oneof![0u64..100_000, any::<u64>()], unit in 0usize..4) {
+                let (suffix, millis) = [("ms", 1u128), ("s", 1_000), ("m", 60_000), ("h", 3_600_000)][unit];
+                let exact = u128::from(n) * millis;
+                let parsed = parse_retry_tiers(&format!("{n}{suffix}"));
+                if exact == 0 || exact > MAX_RETRY_TIER.as_millis() {
+                    prop_assert!(parsed.is_err(), "{}{} parsed as {:?}", n, suffix, parsed);
+                } else {
+                    prop_assert_eq!(parsed, Ok(vec![Duration::from_millis(exact as u64)]));
+                }
+            }
+        }
     }
 }

@@ -12,9 +12,14 @@ pub enum DecodeError {
         /// 1-based column of the syntax error.
         column: usize,
     },
-    /// The body is JSON but not an object.
-    #[error("body is not a JSON object")]
-    NotAnObject,
+    /// The body is JSON, but its top-level value is not of the kind the provider sends.
+    #[error("body is a JSON {found}, not a JSON {expected}")]
+    WrongKind {
+        /// The kind the provider declares.
+        expected: crate::JsonKind,
+        /// The kind sent.
+        found: crate::JsonKind,
+    },
     /// The event type is not one the provider's spec declares.
     #[error("unknown {provider} event type {event_type}")]
     UnknownEventType {
@@ -43,7 +48,7 @@ impl DecodeError {
     /// A short, stable reason code for dead letters and logs.
     pub fn reason(&self) -> &'static str {
         match self {
-            DecodeError::InvalidJson { .. } | DecodeError::NotAnObject => "malformed_payload",
+            DecodeError::InvalidJson { .. } | DecodeError::WrongKind { .. } => "malformed_payload",
             DecodeError::UnknownEventType { .. } => "unknown_event_type",
             DecodeError::MissingField { .. } => "missing_field",
             DecodeError::InvalidField { .. } => "schema_violation",

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::doc::Doc;
 use crate::event::redacted_debug;
 use crate::spec::{DedupeRecipe, EventSpec, IdSource, ProviderSpec, RuleSpec, TimeSource, TypeSource};
-use crate::{DecodeError, Effect, EntityKind};
+use crate::{DecodeError, Effect, EntityKind, JsonKind};
 
 const TRANSACTION_ID: &str = "/transaction_id";
 const EVENT_TIMESTAMP: &str = "/event_timestamp";
@@ -28,6 +28,7 @@ const ENTITY: &[(EntityKind, IdSource)] = &[
 /// HealthSherpa, declared.
 pub static SPEC: ProviderSpec = ProviderSpec {
     provider: Provider::HealthSherpa,
+    body: JsonKind::Object,
     event_type: TypeSource::Field("/event_type"),
     event_id: Some(TRANSACTION_ID),
     occurred_at: TimeSource::Field {

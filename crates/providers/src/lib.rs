@@ -11,6 +11,7 @@
 //! message names a path or a type, never a value from the body.
 #![forbid(unsafe_code)]
 
+pub mod body;
 mod doc;
 mod error;
 mod event;
@@ -23,6 +24,7 @@ pub mod sparkloop;
 mod spec;
 pub mod standard;
 
+pub use body::JsonKind;
 pub use error::DecodeError;
 pub use event::{DecodedEvent, Effect, EntityKind, EntityRef, Ordering};
 pub use field::{Expected, FieldDecl, FieldIssue};
@@ -43,6 +45,12 @@ pub fn spec(provider: Provider) -> &'static ProviderSpec {
     }
 }
 
+/// Whether `body` is JSON the decoder of `provider` can parse, of the top-level kind it declares
+/// (the receiver's check before it answers 200; see [`body`]).
+pub fn check_body(provider: Provider, body: &[u8]) -> Result<(), DecodeError> {
+    body::check(body, spec(provider).body)
+}
+
 /// Decodes one accepted webhook into the events it carries.
 pub fn decode(envelope: &Envelope) -> Result<Vec<DecodedEvent>, DecodeError> {
     let effect: spec::EffectFn = match envelope.provider {
@@ -57,5 +65,7 @@ pub fn decode(envelope: &Envelope) -> Result<Vec<DecodedEvent>, DecodeError> {
 
 #[cfg(test)]
 mod field_tests;
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

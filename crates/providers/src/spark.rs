@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::doc::Doc;
 use crate::event::redacted_debug;
 use crate::spec::{DedupeRecipe, EventSpec, IdSource, ProviderSpec, RuleSpec, TimeSource, TypeSource};
-use crate::{DecodeError, Effect, EntityKind};
+use crate::{DecodeError, Effect, EntityKind, JsonKind};
 
 /// The contact id: the entity, and the dedupe key's prefix.
 const CONTACT_ID: &str = "/details/id";
@@ -19,6 +19,7 @@ pub const CONTACT_SNAPSHOT: &str = "contact.snapshot";
 /// Spark contact sync, declared.
 pub static SPEC: ProviderSpec = ProviderSpec {
     provider: Provider::Spark,
+    body: JsonKind::Object,
     event_type: TypeSource::Fixed(CONTACT_SNAPSHOT),
     event_id: None,
     // No time in the payload: "newest received" is the receiver's receipt time.

@@ -15,7 +15,7 @@ use crate::event::redacted_debug;
 use crate::spec::{
     DEFAULT_PARK_LIMIT, DedupeRecipe, EventSpec, IdSource, ProviderSpec, RuleSpec, TimeSource, TypeSource,
 };
-use crate::{DecodeError, Effect, EntityKind};
+use crate::{DecodeError, Effect, EntityKind, JsonKind};
 
 /// Lead id path (not shown in the provider document).
 pub const LEAD_ID: &str = "/lead/id";
@@ -41,6 +41,7 @@ const AFTER_ENRICHED: RuleSpec = RuleSpec::ParkUntil {
 /// Spark360, declared.
 pub static SPEC: ProviderSpec = ProviderSpec {
     provider: Provider::Spark360,
+    body: JsonKind::Object,
     event_type: TypeSource::Field("/event"),
     event_id: Some("/event_id"),
     occurred_at: TimeSource::Field {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::doc::Doc;
 use crate::event::redacted_debug;
 use crate::spec::{DedupeRecipe, EventSpec, IdSource, ProviderSpec, RuleSpec, TimeSource, TypeSource};
-use crate::{DecodeError, Effect, EntityKind};
+use crate::{DecodeError, Effect, EntityKind, JsonKind};
 
 const SUBSCRIBER_ID: &str = "/subscriber/id";
 /// The campaign: `campaign_id`, or `campaign.id` in partner events.
@@ -42,6 +42,7 @@ const fn reward(event_type: &'static str) -> EventSpec {
 /// SparkLoop, declared.
 pub static SPEC: ProviderSpec = ProviderSpec {
     provider: Provider::SparkLoop,
+    body: JsonKind::Object,
     event_type: TypeSource::Field("/type"),
     event_id: None,
     occurred_at: TimeSource::ReceivedAt,

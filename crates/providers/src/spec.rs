@@ -12,6 +12,7 @@ use intake_core::{Envelope, Provider};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::body::JsonKind;
 use crate::doc::{Doc, Issues};
 use crate::field::FieldDecl;
 use crate::{DecodeError, DecodedEvent, Effect, EntityKind, EntityRef, Ordering};
@@ -24,6 +25,9 @@ pub const DEFAULT_PARK_LIMIT: Duration = Duration::from_secs(3600);
 pub struct ProviderSpec {
     /// The provider.
     pub provider: Provider,
+    /// The top-level JSON kind of every payload; any other is malformed (the receiver answers
+    /// 400, see [`crate::body`]).
+    pub body: JsonKind,
     /// Where the event type lives.
     pub event_type: TypeSource,
     /// Pointer of the provider's own event id, if it sends one.
@@ -153,15 +157,14 @@ pub(crate) fn sha256_hex(parts: &[&[u8]]) -> String {
     hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn parse_body(body: &[u8]) -> Result<Value, DecodeError> {
+fn parse_body(body: &[u8], expected: JsonKind) -> Result<Value, DecodeError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| DecodeError::InvalidJson {
         line: e.line(),
         column: e.column(),
     })?;
-    if value.is_object() {
-        Ok(value)
-    } else {
-        Err(DecodeError::NotAnObject)
+    match JsonKind::of(&value) {
+        found if found == expected => Ok(value),
+        found => Err(DecodeError::WrongKind { expected, found }),
     }
 }
 
@@ -251,7 +254,7 @@ pub(crate) fn decode_with(
     envelope: &Envelope,
     effect: EffectFn,
 ) -> Result<Vec<DecodedEvent>, DecodeError> {
-    let body = parse_body(&envelope.body)?;
+    let body = parse_body(&envelope.body, spec.body)?;
     let issues = Issues::default();
     let doc = Doc::root(&body, &issues);
     let sent_type = match spec.event_type {

@@ -5,12 +5,13 @@ use intake_core::Provider;
 
 use crate::doc::Doc;
 use crate::spec::{DedupeRecipe, EventSpec, IdSource, ProviderSpec, RuleSpec, TimeSource, TypeSource};
-use crate::{DecodeError, Effect, EntityKind};
+use crate::{DecodeError, Effect, EntityKind, JsonKind};
 
 /// Standard Webhooks, declared. The event type label is fixed: the sender's own `type` is
 /// unbounded and must not become a metric label.
 pub static SPEC: ProviderSpec = ProviderSpec {
     provider: Provider::Standard,
+    body: JsonKind::Object,
     event_type: TypeSource::Fixed("message"),
     event_id: None,
     occurred_at: TimeSource::Field {

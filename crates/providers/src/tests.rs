@@ -240,7 +240,19 @@ fn bad_payloads_fail_with_a_precise_reason_and_no_values() {
         fails(Provider::Spark, "{not json"),
         DecodeError::InvalidJson { line: 1, .. }
     ));
-    assert_eq!(fails(Provider::Spark, "[1]"), DecodeError::NotAnObject);
+    for provider in Provider::ALL {
+        assert_eq!(
+            fails(provider, "[1]"),
+            DecodeError::WrongKind {
+                expected: crate::JsonKind::Object,
+                found: crate::JsonKind::Array
+            }
+        );
+        assert_eq!(
+            fails(provider, "42").to_string(),
+            "body is a JSON number, not a JSON object"
+        );
+    }
     let e = fails(Provider::Spark, r#"{"details": {"first_name": "Secret"}}"#);
     assert_eq!(e.to_string(), "missing required field /details/id");
     let e = fails(

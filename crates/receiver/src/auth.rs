@@ -154,12 +154,36 @@ impl AuthCheck {
             }
             AuthCheck::StandardWebhooks(verifiers) => {
                 let Some(body) = req.body else { return false };
+                // The crate computes `now - timestamp` unchecked: a timestamp near i64::MIN
+                // overflows (a panic where overflow is checked, a timestamp taken as fresh where
+                // it is not). Refuse a timestamp outside the tolerance before it looks.
+                if !fresh_timestamp(req.headers) {
+                    return false;
+                }
                 // The crate parses every space-separated signature and checks the timestamp
                 // tolerance (5 min); any configured secret may have produced a signature.
                 verifiers.0.iter().any(|v| v.verify(body, req.headers).is_ok())
             }
         }
     }
+}
+
+/// How far a Standard Webhooks timestamp may be from our clock, either way (the spec's 5 min,
+/// as the `standardwebhooks` crate checks it).
+const STANDARD_TOLERANCE_SECS: u64 = 5 * 60;
+
+/// Whether `webhook-timestamp` holds integer seconds within the tolerance of now.
+fn fresh_timestamp(headers: &HeaderMap) -> bool {
+    let Some(timestamp) = headers
+        .get("webhook-timestamp")
+        .and_then(|v| v.to_str().ok()?.parse::<i64>().ok())
+    else {
+        return false;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    now.abs_diff(timestamp) <= STANDARD_TOLERANCE_SECS
 }
 
 /// The credentials of an `Authorization` header with the given scheme (case-insensitive).
@@ -228,6 +252,44 @@ mod tests {
             path_token: None,
             body: None
         }));
+    }
+
+    #[test]
+    fn standard_webhooks_refuses_extreme_timestamps_without_overflow() {
+        let check = AuthCheck::standard_webhooks("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").expect("secret");
+        let body = br#"{"type":"t"}"#;
+        let sign = |ts: i64| {
+            standardwebhooks::Webhook::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+                .expect("secret")
+                .sign("msg_1", ts, body)
+                .expect("sign")
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64;
+        for (ts, ok) in [
+            (now, true),
+            (now - 200, true),
+            (now + 200, true),
+            (now - 400, false),
+            (now + 400, false),
+            (i64::MIN, false),
+            (i64::MIN + 1, false),
+            (i64::MAX, false),
+        ] {
+            let h = headers(&[
+                ("webhook-id", "msg_1"),
+                ("webhook-timestamp", &ts.to_string()),
+                ("webhook-signature", &sign(ts)),
+            ]);
+            let presented = Presented {
+                headers: &h,
+                path_token: None,
+                body: Some(body),
+            };
+            assert_eq!(check.verify(presented), ok, "timestamp {ts}");
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use axum::Extension;
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -67,11 +68,14 @@ impl Screened {
 /// no body, then the inner layers; counts every answer and sends it without a body.
 pub async fn screen(
     State(app): State<Arc<AppState>>,
-    Path(params): Path<HashMap<String, String>>,
+    params: Result<Path<HashMap<String, String>>, PathRejection>,
     mut request: Request,
     next: Next,
 ) -> Response {
     let mut retry_after = None;
+    // A name or token that is not UTF-8 once percent-decoded names no endpoint we serve: 404
+    // like any unknown endpoint (axum's own rejection would answer 400 with text).
+    let params = params.map(|Path(params)| params).unwrap_or_default();
     let name = params.get("name").map(String::as_str).unwrap_or_default();
     let Some(endpoint) = app.endpoints.get(name) else {
         metrics::counter!(m::REQUESTS_TOTAL, "endpoint" => "unknown", "provider" => "unknown", "status" => "404")
@@ -151,10 +155,11 @@ async fn accept(app: &AppState, screened: &Screened, request: Request) -> Result
         tracing::info!(endpoint = %endpoint.name, "rejected: signature check failed");
         return Err(StatusCode::UNAUTHORIZED);
     }
-    // Well-formedness only: decoding into the provider's shape is the worker's job, where a
-    // failure is dead-lettered with its reason instead of bouncing the provider.
-    if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
-        tracing::info!(endpoint = %endpoint.name, "rejected: malformed JSON");
+    // JSON the decoder can parse (UTF-8, well formed) with the top-level kind the provider
+    // sends; decoding into the provider's shape is the worker's job, where a failure is
+    // dead-lettered with its reason instead of bouncing the provider.
+    if let Err(err) = intake_providers::check_body(endpoint.provider, &body) {
+        tracing::info!(endpoint = %endpoint.name, reason = %err, "rejected: malformed JSON");
         return Err(StatusCode::BAD_REQUEST);
     }
 

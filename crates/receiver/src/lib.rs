@@ -81,6 +81,43 @@ pub async fn run(
         confirm_timeout: config.confirm_timeout(),
         role: "receiver",
     });
+    let app = app(&config, endpoints, publisher.clone())?;
+
+    tracing::info!(addr = %listener.local_addr()?, endpoints = config_summary(&config), "receiver listening");
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    let listener =
+        crate::listener::LimitedListener::new(listener, config.max_connections, config.idle_timeout());
+    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopped_tx.send(());
+    });
+    // Graceful shutdown waits for in-flight requests; bound that wait by the grace period.
+    let serve = async move {
+        let serve = std::pin::pin!(serve.into_future());
+        tokio::select! {
+            result = serve => result.map_err(anyhow::Error::from),
+            _ = async { let _ = stopped_rx.await; tokio::time::sleep(grace).await } => {
+                tracing::warn!("shutdown grace period over; closing with requests in flight");
+                Ok(())
+            }
+        }
+    };
+    let result = serve.await;
+    publisher.close().await;
+    tracing::info!("receiver stopped");
+    result
+}
+
+/// The receiver's routes as [`run`] serves them: the webhook route with its layers and the ops
+/// endpoints, over `endpoints` and `publisher`. Tests and fuzz targets drive it in-process
+/// (`tower::ServiceExt::oneshot`); with a publisher that cannot reach its broker, every webhook
+/// that passes all checks is answered 503.
+pub fn app(
+    config: &ReceiverConfig,
+    endpoints: std::collections::HashMap<String, endpoints::Endpoint>,
+    publisher: Publisher,
+) -> anyhow::Result<Router> {
     let retry_after =
         HeaderValue::from_str(&config.retry_after_secs.to_string()).context("INTAKE_RETRY_AFTER_SECS")?;
     let limits = Arc::new(limits::Limits::new(
@@ -116,31 +153,7 @@ pub async fn run(
         .route("/webhooks/{name}/{token}", webhook)
         .with_state(state)
         .merge(ops);
-
-    tracing::info!(addr = %listener.local_addr()?, endpoints = config_summary(&config), "receiver listening");
-    let grace = Duration::from_secs(config.shutdown_grace_secs);
-    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
-    let listener =
-        crate::listener::LimitedListener::new(listener, config.max_connections, config.idle_timeout());
-    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stopped_tx.send(());
-    });
-    // Graceful shutdown waits for in-flight requests; bound that wait by the grace period.
-    let serve = async move {
-        let serve = std::pin::pin!(serve.into_future());
-        tokio::select! {
-            result = serve => result.map_err(anyhow::Error::from),
-            _ = async { let _ = stopped_rx.await; tokio::time::sleep(grace).await } => {
-                tracing::warn!("shutdown grace period over; closing with requests in flight");
-                Ok(())
-            }
-        }
-    };
-    let result = serve.await;
-    publisher.close().await;
-    tracing::info!("receiver stopped");
-    result
+    Ok(app)
 }
 
 fn config_summary(config: &ReceiverConfig) -> String {
