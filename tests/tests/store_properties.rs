@@ -329,7 +329,10 @@ async fn hs_state(client: &tokio_postgres::Client, app: &str) -> Vec<String> {
     let mut state = Vec::new();
     for sql in [
         "SELECT (to_jsonb(a) - 'updated_at')::text FROM healthsherpa_applications a WHERE application_key = $1",
-        "SELECT to_jsonb(m)::text FROM healthsherpa_members m WHERE application_key = $1",
+        // Names and birth date are sealed (a fresh nonce each write, so two equal values never
+        // look alike); which event set the row (`event_at`, `event_transaction_id`) decides them.
+        "SELECT (to_jsonb(m) - 'first_name' - 'middle_name' - 'last_name' - 'date_of_birth')::text
+         FROM healthsherpa_members m WHERE application_key = $1",
         "SELECT (to_jsonb(p) - 'updated_at')::text FROM healthsherpa_policies p WHERE application_key = $1",
         "SELECT to_jsonb(pm)::text FROM healthsherpa_policy_members pm
          JOIN healthsherpa_policies p USING (policy_id) WHERE p.application_key = $1",
