@@ -14,6 +14,9 @@ pub const PUBLISH_FAILURES_TOTAL: &str = "intake_consumer_publish_failures_total
 /// Gauge: deliveries held back because their retry or dead-letter publish keeps failing (the
 /// consumer is paused on them), by `consumer`.
 pub const WAITING_TO_PUBLISH: &str = "intake_consumer_waiting_to_publish";
+/// Histogram: deliveries per batch handed to a batch handler (the ingest worker's group commit),
+/// by `consumer`.
+pub const BATCH_SIZE: &str = "intake_consumer_batch_size";
 /// Counter: dead letters written to Postgres by the recorder, by `source` and `reason`.
 pub const DEAD_LETTERS_RECORDED_TOTAL: &str = "intake_dead_letters_recorded_total";
 
@@ -26,6 +29,7 @@ pub fn describe() {
         "Time from taking a delivery to settling it"
     );
     metrics::describe_gauge!(IN_FLIGHT, "Deliveries being handled right now");
+    metrics::describe_histogram!(BATCH_SIZE, "Deliveries per batch handed to a batch handler");
     metrics::describe_counter!(
         PUBLISH_FAILURES_TOTAL,
         "Retry or dead-letter publishes that failed and are being tried again"

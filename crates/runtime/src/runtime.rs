@@ -24,6 +24,13 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics as m;
 use crate::{Failure, Handler, Settled, Verdict};
 
+mod batch;
+
+pub use batch::{BatchHandler, Batching};
+
+/// What the runtime tells a handler once it settled a failed delivery.
+type OnSettled<'a> = dyn Fn(&Delivery, Settled<'_>) + Send + Sync + 'a;
+
 /// The reason of a dead letter whose retries ran out.
 pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
 
@@ -96,10 +103,7 @@ impl ConsumerRuntime {
 
     /// Consumes until `shutdown` is cancelled; returns once in-flight deliveries are settled.
     pub async fn run<H: Handler>(&self, handler: Arc<H>, shutdown: CancellationToken) {
-        // Both gauges exist from the start at 0 (`increment(0.0)` registers without changing a
-        // value), so a healthy consumer shows 0 instead of no series: silence is not health.
-        metrics::gauge!(m::IN_FLIGHT, "consumer" => self.name).increment(0.0);
-        metrics::gauge!(m::WAITING_TO_PUBLISH, "consumer" => self.name).increment(0.0);
+        self.register_gauges();
         let runtime = self.clone();
         let stop = shutdown.clone();
         self.consumer
@@ -113,6 +117,13 @@ impl ConsumerRuntime {
             .await;
     }
 
+    /// Both gauges exist from the start at 0 (`increment(0.0)` registers without changing a
+    /// value), so a healthy consumer shows 0 instead of no series: silence is not health.
+    fn register_gauges(&self) {
+        metrics::gauge!(m::IN_FLIGHT, "consumer" => self.name).increment(0.0);
+        metrics::gauge!(m::WAITING_TO_PUBLISH, "consumer" => self.name).increment(0.0);
+    }
+
     async fn handle<H: Handler>(
         &self,
         handler: &H,
@@ -124,7 +135,8 @@ impl ConsumerRuntime {
         self.progress.in_flight.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!(m::IN_FLIGHT, "consumer" => name).increment(1.0);
         let verdict = handler.handle(&delivery).await;
-        let (disposition, outcome) = self.settle(handler, &delivery, verdict, stop).await;
+        let on_settled = |d: &Delivery, s: Settled<'_>| handler.settled(d, s);
+        let (disposition, outcome) = self.settle(&on_settled, &delivery, verdict, stop).await;
         metrics::gauge!(m::IN_FLIGHT, "consumer" => name).decrement(1.0);
         metrics::counter!(m::DELIVERIES_TOTAL, "consumer" => name, "outcome" => outcome).increment(1);
         metrics::histogram!(m::HANDLE_SECONDS, "consumer" => name).record(started.elapsed().as_secs_f64());
@@ -133,9 +145,9 @@ impl ConsumerRuntime {
         disposition
     }
 
-    async fn settle<H: Handler>(
+    async fn settle(
         &self,
-        handler: &H,
+        on_settled: &OnSettled<'_>,
         delivery: &Delivery,
         verdict: Verdict,
         stop: &CancellationToken,
@@ -183,7 +195,7 @@ impl ConsumerRuntime {
                             retry_in_ms = expiration.as_millis() as u64, reason = %failure.reason,
                             error = %failure.error, "transient failure; retrying later"
                         );
-                        handler.settled(
+                        on_settled(
                             delivery,
                             Settled::Retried {
                                 failure: &failure,
@@ -193,7 +205,7 @@ impl ConsumerRuntime {
                         (Disposition::Ack, "retried")
                     }
                     NextStep::GiveUp { attempts } => {
-                        self.dead_letter(handler, delivery, &failure, RETRIES_EXHAUSTED, attempts, stop)
+                        self.dead_letter(on_settled, delivery, &failure, RETRIES_EXHAUSTED, attempts, stop)
                             .await
                     }
                 }
@@ -201,7 +213,7 @@ impl ConsumerRuntime {
             Verdict::DeadLetter(failure) => {
                 let reason = failure.reason.clone();
                 self.dead_letter(
-                    handler,
+                    on_settled,
                     delivery,
                     &failure,
                     &reason,
@@ -213,9 +225,9 @@ impl ConsumerRuntime {
         }
     }
 
-    async fn dead_letter<H: Handler>(
+    async fn dead_letter(
         &self,
-        handler: &H,
+        on_settled: &OnSettled<'_>,
         delivery: &Delivery,
         failure: &Failure,
         reason: &str,
@@ -243,7 +255,7 @@ impl ConsumerRuntime {
             event_type = failure.event_type.as_deref().unwrap_or("unknown"), error = %failure.error,
             "dead-lettered"
         );
-        handler.settled(
+        on_settled(
             delivery,
             Settled::DeadLettered {
                 failure,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use intake_core::Envelope;
-use intake_providers::{DecodedEvent, Ordering, RuleSpec};
+use intake_providers::{DecodedEvent, EntityRef, Ordering, RuleSpec};
 use uuid::Uuid;
 
 use crate::crypto::{Keyring, Place};
@@ -15,6 +15,10 @@ use crate::effects::{self, Mode};
 use crate::error::UNIQUE_VIOLATION;
 use crate::sealed::{self, BODY};
 use crate::{Store, StoreError};
+
+mod batch;
+
+pub use batch::{BatchDelivery, BatchStats, DeliveryResult};
 
 /// What happened to one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +103,7 @@ pub const PARKED_EVENT_FORMAT: i32 = 1;
 /// Dead-letter reason of a parked event whose stored form this build cannot read.
 pub const PARKED_FORMAT: &str = "parked_format";
 
+#[derive(Debug, Clone)]
 pub(crate) struct EntityState {
     applied_types: Vec<String>,
     /// The newest `(occurred_at, envelope id)` seen for a NewestWins entity.
@@ -109,6 +114,17 @@ pub(crate) struct EntityState {
 }
 
 impl EntityState {
+    /// Reads the state from `applied_types, version, version_envelope_id, content_hmac` starting
+    /// at column `first`.
+    pub(crate) fn from_row(row: &tokio_postgres::Row, first: usize) -> EntityState {
+        EntityState {
+            applied_types: row.get(first),
+            version: row.get(first + 1),
+            version_envelope_id: row.get(first + 2),
+            content_hmac: row.get(first + 3),
+        }
+    }
+
     /// Whether an event at `(at, id)` is newer than every one seen. Within one instant the
     /// higher UUIDv7 wins; a version without an envelope id (written before it was kept) is
     /// older than any event of the same instant.
@@ -154,135 +170,158 @@ impl Store {
     ) -> Result<ApplyReport, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let insert = tx
-            .prepare_cached(
-                "INSERT INTO inbox (endpoint, dedupe_key, envelope_id, provider, event_type, entity_kind,
-                                    entity_id, received_at, occurred_at, outcome, field_issues)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'applied', $10)",
-            )
-            .await?;
-        // Pointers and expected types only (never a value): NULL when every field was readable.
-        let field_issues = (!event.field_issues.is_empty())
-            .then(|| serde_json::to_value(&event.field_issues))
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let inserted = tx
-            .execute(
-                &insert,
-                &[
-                    &envelope.endpoint,
-                    &event.dedupe_key,
-                    &envelope.id,
-                    &envelope.provider.as_str(),
-                    &event.event_type,
-                    &event.entity.kind.as_str(),
-                    &event.entity.id,
-                    &envelope.received_at,
-                    &event.occurred_at,
-                    &field_issues,
-                ],
-            )
-            .await;
-        match inserted {
-            Ok(_) => {}
-            Err(e) if e.code().map(|c| c.code()) == Some(UNIQUE_VIOLATION) => {
-                // The inbox insert was the transaction's first statement: nothing else to undo.
-                tx.rollback().await?;
-                let count = client
-                    .prepare_cached("UPDATE inbox SET duplicates = duplicates + 1 WHERE endpoint = $1 AND dedupe_key = $2")
-                    .await?;
-                client
-                    .execute(&count, &[&envelope.endpoint, &event.dedupe_key])
-                    .await?;
+        if !insert_inbox(&tx, envelope, event).await? {
+            // The inbox insert was the transaction's first statement: nothing else to undo.
+            tx.rollback().await?;
+            let count = client.prepare_cached(COUNT_DUPLICATE).await?;
+            client
+                .execute(&count, &[&envelope.endpoint, &event.dedupe_key])
+                .await?;
+            return Ok(ApplyReport::only(Outcome::Duplicate));
+        }
+        let mut state = lock_entity(&tx, &event.entity).await?;
+        let report = apply_locked(&tx, &self.keys, envelope, event, options, &mut state).await?;
+        save_entity(&tx, &event.entity, &state).await?;
+        tx.commit().await?;
+        Ok(report)
+    }
+}
+
+/// Counts a re-delivery on the inbox row that recognised it.
+pub(crate) const COUNT_DUPLICATE: &str =
+    "UPDATE inbox SET duplicates = duplicates + 1 WHERE endpoint = $1 AND dedupe_key = $2";
+
+/// Inserts the event's inbox row (outcome `applied` until said otherwise): `false` when its key
+/// is already there (SQLSTATE 23505), which aborts the (sub)transaction — the caller rolls back.
+pub(crate) async fn insert_inbox(
+    tx: &Transaction<'_>,
+    envelope: &Envelope,
+    event: &DecodedEvent,
+) -> Result<bool, StoreError> {
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO inbox (endpoint, dedupe_key, envelope_id, provider, event_type, entity_kind,
+                                entity_id, received_at, occurred_at, outcome, field_issues)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'applied', $10)",
+        )
+        .await?;
+    // Pointers and expected types only (never a value): NULL when every field was readable.
+    let field_issues = (!event.field_issues.is_empty())
+        .then(|| serde_json::to_value(&event.field_issues))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let inserted = tx
+        .execute(
+            &insert,
+            &[
+                &envelope.endpoint,
+                &event.dedupe_key,
+                &envelope.id,
+                &envelope.provider.as_str(),
+                &event.event_type,
+                &event.entity.kind.as_str(),
+                &event.entity.id,
+                &envelope.received_at,
+                &event.occurred_at,
+                &field_issues,
+            ],
+        )
+        .await;
+    match inserted {
+        Ok(_) => Ok(true),
+        Err(e) if e.code().map(|c| c.code()) == Some(UNIQUE_VIOLATION) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Everything after the inbox row and the entity lock: the ordering rule (park / apply / stale /
+/// duplicate of the current state), the effect, the release of parked successors, the outbox.
+/// Updates `state` in memory; the caller saves it (once per entity and transaction).
+pub(crate) async fn apply_locked(
+    tx: &Transaction<'_>,
+    keys: &Keyring,
+    envelope: &Envelope,
+    event: &DecodedEvent,
+    options: ApplyOptions,
+    state: &mut EntityState,
+) -> Result<ApplyReport, StoreError> {
+    let mode = match &event.ordering {
+        Ordering::Apply => Mode::Apply,
+        Ordering::ParkUntil {
+            prerequisite,
+            limit_secs,
+        } => {
+            if !state.applied_types.contains(prerequisite) {
+                let limit = options.park_limit.unwrap_or(Duration::from_secs(*limit_secs));
+                insert_raw(tx, keys, envelope).await?;
+                park(tx, keys, envelope, event, prerequisite, limit).await?;
+                return Ok(ApplyReport::only(Outcome::Parked));
+            }
+            Mode::Apply
+        }
+        Ordering::NewestWins => {
+            let digest = body_hmac(keys, &envelope.body);
+            if state.content_hmac.as_deref() == Some(digest.as_str()) {
+                // The current state again (a provider's retry): nothing to apply, no
+                // notification, but it is the newest receipt so far if it is newer, so an
+                // older different body still arriving late stays stale.
+                state.advance(event.occurred_at, envelope.id);
+                set_outcome(tx, &envelope.endpoint, &event.dedupe_key, "duplicate").await?;
                 return Ok(ApplyReport::only(Outcome::Duplicate));
             }
-            Err(e) => return Err(e.into()),
+            if state.is_older_than(event.occurred_at, envelope.id) {
+                state.advance(event.occurred_at, envelope.id);
+                state.content_hmac = Some(digest);
+                Mode::Apply
+            } else {
+                Mode::Stale
+            }
         }
-
-        let mut state = lock_entity(&tx, event).await?;
-        let mode = match &event.ordering {
-            Ordering::Apply => Mode::Apply,
-            Ordering::ParkUntil {
-                prerequisite,
-                limit_secs,
-            } => {
-                if !state.applied_types.contains(prerequisite) {
-                    let limit = options.park_limit.unwrap_or(Duration::from_secs(*limit_secs));
-                    insert_raw(&tx, &self.keys, envelope).await?;
-                    park(&tx, &self.keys, envelope, event, prerequisite, limit).await?;
-                    tx.commit().await?;
-                    return Ok(ApplyReport::only(Outcome::Parked));
-                }
+        Ordering::FillOnlyAfter { superseded_by } => {
+            if state.applied_types.contains(superseded_by) {
+                Mode::Stale
+            } else {
                 Mode::Apply
             }
-            Ordering::NewestWins => {
-                let digest = body_hmac(&self.keys, &envelope.body);
-                if state.content_hmac.as_deref() == Some(digest.as_str()) {
-                    // The current state again (a provider's retry): nothing to apply, no
-                    // notification, but it is the newest receipt so far if it is newer, so an
-                    // older different body still arriving late stays stale.
-                    state.advance(event.occurred_at, envelope.id);
-                    save_entity(&tx, event, &state).await?;
-                    set_outcome(&tx, &envelope.endpoint, &event.dedupe_key, "duplicate").await?;
-                    tx.commit().await?;
-                    return Ok(ApplyReport::only(Outcome::Duplicate));
-                }
-                if state.is_older_than(event.occurred_at, envelope.id) {
-                    state.advance(event.occurred_at, envelope.id);
-                    state.content_hmac = Some(digest);
-                    Mode::Apply
-                } else {
-                    Mode::Stale
-                }
-            }
-            Ordering::FillOnlyAfter { superseded_by } => {
-                if state.applied_types.contains(superseded_by) {
-                    Mode::Stale
-                } else {
-                    Mode::Apply
-                }
-            }
-        };
-        insert_raw(&tx, &self.keys, envelope).await?;
-        let effected = effects::apply(&tx, &self.keys, event, envelope.id, mode).await?;
-        let mut changed_contacts = effected.contacts;
-        let outcome = if effected.changed {
-            Outcome::Applied
-        } else {
-            Outcome::Stale
-        };
-        if outcome == Outcome::Applied {
-            record_applied(&mut state, event);
         }
-        let mut released = Vec::new();
-        let mut parked_dead_letters = Vec::new();
-        if outcome == Outcome::Applied && is_prerequisite(envelope.provider, &event.event_type) {
-            let mut out = ReleaseOut {
-                released: &mut released,
-                dead_letters: &mut parked_dead_letters,
-                changed_contacts: &mut changed_contacts,
-            };
-            release(&tx, &self.keys, event, &mut state, &mut out).await?;
-        }
-        for contact in &changed_contacts {
-            let outbox = tx
-                .prepare_cached(
-                    "INSERT INTO outbox (topic, contact_id, envelope_id) VALUES ('contacts.changed', $1, $2)",
-                )
-                .await?;
-            tx.execute(&outbox, &[contact, &envelope.id]).await?;
-        }
-        save_entity(&tx, event, &state).await?;
-        if outcome != Outcome::Applied {
-            set_outcome(&tx, &envelope.endpoint, &event.dedupe_key, outcome.as_str()).await?;
-        }
-        tx.commit().await?;
-        Ok(ApplyReport {
-            outcome,
-            released,
-            parked_dead_letters,
-        })
+    };
+    insert_raw(tx, keys, envelope).await?;
+    let effected = effects::apply(tx, keys, event, envelope.id, mode).await?;
+    let mut changed_contacts = effected.contacts;
+    let outcome = if effected.changed {
+        Outcome::Applied
+    } else {
+        Outcome::Stale
+    };
+    if outcome == Outcome::Applied {
+        record_applied(state, event);
     }
+    let mut released = Vec::new();
+    let mut parked_dead_letters = Vec::new();
+    if outcome == Outcome::Applied && is_prerequisite(envelope.provider, &event.event_type) {
+        let mut out = ReleaseOut {
+            released: &mut released,
+            dead_letters: &mut parked_dead_letters,
+            changed_contacts: &mut changed_contacts,
+        };
+        release(tx, keys, event, state, &mut out).await?;
+    }
+    for contact in &changed_contacts {
+        let outbox = tx
+            .prepare_cached(
+                "INSERT INTO outbox (topic, contact_id, envelope_id) VALUES ('contacts.changed', $1, $2)",
+            )
+            .await?;
+        tx.execute(&outbox, &[contact, &envelope.id]).await?;
+    }
+    if outcome != Outcome::Applied {
+        set_outcome(tx, &envelope.endpoint, &event.dedupe_key, outcome.as_str()).await?;
+    }
+    Ok(ApplyReport {
+        outcome,
+        released,
+        parked_dead_letters,
+    })
 }
 
 /// Keeps the envelope as received (audit and replay), its body sealed. Not for a duplicate: its
@@ -314,7 +353,7 @@ async fn insert_raw(tx: &Transaction<'_>, keys: &Keyring, envelope: &Envelope) -
 
 pub(crate) async fn save_entity(
     tx: &Transaction<'_>,
-    event: &DecodedEvent,
+    entity: &EntityRef,
     state: &EntityState,
 ) -> Result<(), StoreError> {
     let save = tx
@@ -327,8 +366,8 @@ pub(crate) async fn save_entity(
     tx.execute(
         &save,
         &[
-            &event.entity.kind.as_str(),
-            &event.entity.id,
+            &entity.kind.as_str(),
+            &entity.id,
             &state.applied_types,
             &state.version,
             &state.version_envelope_id,
@@ -349,7 +388,7 @@ pub(crate) fn record_applied(state: &mut EntityState, event: &DecodedEvent) {
 /// one entity is applied under this lock, whichever worker holds it.
 pub(crate) async fn lock_entity(
     tx: &Transaction<'_>,
-    event: &DecodedEvent,
+    entity: &EntityRef,
 ) -> Result<EntityState, StoreError> {
     let lock = tx
         .prepare_cached(
@@ -359,14 +398,9 @@ pub(crate) async fn lock_entity(
         )
         .await?;
     let row = tx
-        .query_one(&lock, &[&event.entity.kind.as_str(), &event.entity.id])
+        .query_one(&lock, &[&entity.kind.as_str(), &entity.id])
         .await?;
-    Ok(EntityState {
-        applied_types: row.get(0),
-        version: row.get(1),
-        version_envelope_id: row.get(2),
-        content_hmac: row.get(3),
-    })
+    Ok(EntityState::from_row(&row, 0))
 }
 
 pub(crate) async fn set_outcome(

@@ -4,7 +4,7 @@
 use deadpool_postgres::PoolError;
 
 /// A failed store operation.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// No connection could be had from the pool (database down, pool exhausted, timeout).
     #[error("database unavailable: {0}")]
@@ -59,6 +59,13 @@ impl StoreError {
             }
             StoreError::Corrupt(_) | StoreError::Migration(_) | StoreError::Sealed { .. } => false,
         }
+    }
+
+    /// Whether it is a conflict between concurrent transactions — serialization failure
+    /// (40001), deadlock (40P01), lock wait over `lock_timeout` (55P03) — which the same work
+    /// split smaller can get past.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self.code(), Some("40001" | "40P01" | "55P03"))
     }
 
     /// The SQLSTATE, for a server error.

@@ -57,7 +57,7 @@ impl Store {
         let envelope_id: Uuid = row.get(2);
         let format: i32 = row.get(4);
         let event: DecodedEvent = apply::open_parked(&self.keys, &endpoint, &dedupe_key, format, row.get(3))?;
-        let mut state = apply::lock_entity(&tx, &event).await?;
+        let mut state = apply::lock_entity(&tx, &event.entity).await?;
         let effected = effects::apply(&tx, &self.keys, &event, envelope_id, Mode::Apply).await?;
         let mut changed_contacts = effected.contacts;
         apply::record_applied(&mut state, &event);
@@ -88,7 +88,7 @@ impl Store {
             )
             .await?;
         }
-        apply::save_entity(&tx, &event, &state).await?;
+        apply::save_entity(&tx, &event.entity, &state).await?;
         tx.commit().await?;
         tracing::warn!(%envelope_id, event_type = %event.event_type, "parked event released by an operator without its prerequisite");
         Ok(Some(ManualRelease {

@@ -8,6 +8,7 @@ use clap::Parser;
 use intake_broker::BrokerSettings;
 use intake_broker::Topology;
 use intake_core::Provider;
+use intake_runtime::Batching;
 use intake_store::{DatabaseVariables, KeySettings, Keyring, StoreConfig, database_url_from_env};
 use secrecy::SecretString;
 
@@ -47,16 +48,25 @@ pub struct WorkerConfig {
     #[arg(long, env = "INTAKE_PREFETCH", default_value_t = 200)]
     pub prefetch: u16,
 
-    /// Deliveries processed at once.
-    #[arg(long, env = "INTAKE_CONCURRENCY", default_value_t = 32)]
+    /// Batch transactions at once (each takes one Postgres connection).
+    #[arg(long, env = "INTAKE_CONCURRENCY", default_value_t = 8)]
     pub concurrency: usize,
 
-    /// Postgres connections in the pool (at least the concurrency, plus a few for maintenance).
-    #[arg(long, env = "INTAKE_DB_POOL_SIZE", default_value_t = 36)]
+    /// Most deliveries applied in one transaction (group commit); 1 applies them one by one.
+    #[arg(long, env = "INTAKE_BATCH_SIZE", default_value_t = 32)]
+    pub batch_size: usize,
+
+    /// How long a batch that is not full waits for more deliveries (milliseconds) — only while
+    /// several arrive at once; a lone delivery on a quiet queue never waits. 0: never.
+    #[arg(long, env = "INTAKE_BATCH_LINGER_MS", default_value_t = 2)]
+    pub batch_linger_ms: u64,
+
+    /// Postgres connections in the pool (more than the concurrency: maintenance needs one).
+    #[arg(long, env = "INTAKE_DB_POOL_SIZE", default_value_t = 12)]
     pub db_pool_size: usize,
 
-    /// Longest time for one event's transaction, and for getting a connection (milliseconds);
-    /// past it the event is retried.
+    /// Longest time for one batch's transaction, and for getting a connection (milliseconds);
+    /// past it the batch's deliveries are retried.
     #[arg(long, env = "INTAKE_DB_TIMEOUT_MS", default_value_t = 10_000)]
     pub db_timeout_ms: u64,
 
@@ -177,6 +187,9 @@ impl WorkerConfig {
         if self.concurrency == 0 {
             return Err(invalid("INTAKE_CONCURRENCY", "must be at least 1"));
         }
+        if self.batch_size == 0 {
+            return Err(invalid("INTAKE_BATCH_SIZE", "must be at least 1"));
+        }
         if self.db_pool_size < self.concurrency + 1 {
             return Err(invalid(
                 "INTAKE_DB_POOL_SIZE",
@@ -219,9 +232,18 @@ impl WorkerConfig {
         Duration::from_secs(self.stuck_after_secs)
     }
 
-    /// Per-event transaction deadline.
+    /// Deadline of one batch transaction.
     pub fn db_timeout(&self) -> Duration {
         Duration::from_millis(self.db_timeout_ms)
+    }
+
+    /// How deliveries are grouped into transactions.
+    pub fn batching(&self) -> Batching {
+        Batching {
+            max_size: self.batch_size,
+            linger: Duration::from_millis(self.batch_linger_ms),
+            at_once: self.concurrency,
+        }
     }
 
     /// The database variables, as every role reads them.

@@ -1,7 +1,8 @@
 //! The ingest worker: consumes every provider queue and applies each event exactly once.
 //!
 //! - [`config`]: settings from the environment, validated at start;
-//! - `handler`: the ingest handler — decode, one store transaction per event — whose verdicts the
+//! - `handler`: the ingest handler — decode, one store transaction per batch of deliveries (group
+//!   commit, a savepoint per event) — whose verdicts the
 //!   shared consumer runtime (`intake_runtime`) turns into acks, retries and dead letters;
 //! - `sweeper`: parked-event timeouts, raw-event retention, gauges.
 //!
@@ -125,7 +126,7 @@ pub async fn run_with(
                 .map(|p| valid.topology.provider_queue(*p))
                 .collect(),
             config.prefetch,
-            config.concurrency,
+            config.batching().deliveries_in_flight(),
         ),
         publisher.clone(),
     );
@@ -182,7 +183,13 @@ pub async fn run_with(
         })
     });
     let grace = Duration::from_secs(config.shutdown_grace_secs);
-    process::drain_within(ingest.run(handler, stop.clone()), &stop, grace, "worker").await;
+    process::drain_within(
+        ingest.run_batched(handler, config.batching(), stop.clone()),
+        &stop,
+        grace,
+        "worker",
+    )
+    .await;
     if let Some(recording) = recording {
         let _ = recording.await;
     }

@@ -23,6 +23,9 @@ pub const RETENTION_DELETED_TOTAL: &str = "intake_worker_retention_deleted_total
 /// Counter: optional fields read as absent because their value was unreadable, by `provider` and
 /// `field` (the declared pointer, `*` for any index, so the label stays bounded).
 pub const FIELD_ISSUES_TOTAL: &str = "intake_worker_field_issues_total";
+/// Counter: batch transactions that conflicted (deadlock, serialization failure, lock timeout) and
+/// were applied again in halves.
+pub const BATCH_SPLITS_TOTAL: &str = "intake_worker_batch_splits_total";
 
 /// Registers descriptions for the metrics above (and the broker's) with the installed recorder.
 pub fn describe() {
@@ -38,6 +41,10 @@ pub fn describe() {
         "Time from receipt by the receiver to the effect committed"
     );
     metrics::describe_gauge!(PARKED, "Events parked waiting for a prerequisite");
+    metrics::describe_counter!(
+        BATCH_SPLITS_TOTAL,
+        "Batch transactions that conflicted and were applied again in halves"
+    );
     metrics::describe_gauge!(
         OLDEST_PARKED_SECONDS,
         metrics::Unit::Seconds,
