@@ -99,7 +99,7 @@ async fn a_worker_cut_off_after_commit_before_ack_sees_the_redelivery_as_a_dupli
         after_commit: Some({
             let (proxy, fired) = (proxy.clone(), fired.clone());
             // The first commit loses its broker connection before the ack can be sent.
-            Arc::new(move |_| {
+            Arc::new(move |_: &[&intake_core::Envelope]| {
                 if !fired.swap(true, Ordering::SeqCst) {
                     proxy.cut();
                 }
@@ -231,11 +231,11 @@ async fn a_panicking_handler_requeues_its_delivery_and_acks_keep_flowing() {
     let hooks = Hooks {
         after_commit: Some({
             let panicked = panicked.clone();
-            // The first commit's handler panics before its delivery is settled.
-            Arc::new(move |envelope: &intake_core::Envelope| {
+            // The first committed batch's handler panics before its deliveries are settled.
+            Arc::new(move |batch: &[&intake_core::Envelope]| {
                 let mut first = panicked.lock().expect("lock");
                 if first.is_none() {
-                    *first = Some(envelope.id);
+                    *first = Some(batch.iter().map(|e| e.id).collect::<Vec<_>>());
                     drop(first);
                     panic!("simulated handler bug");
                 }
@@ -247,30 +247,36 @@ async fn a_panicking_handler_requeues_its_delivery_and_acks_keep_flowing() {
     for i in 0..20 {
         world.publish(Provider::Spark, contact(100 + i)).await;
     }
-    // The panicked delivery comes back and is a duplicate; everything is applied once.
+    assert!(
+        wait_until(DEADLINE, || async { panicked.lock().expect("lock").is_some() }).await,
+        "a handler panicked"
+    );
+    let mut panicked = panicked.lock().expect("lock").clone().expect("a handler panicked");
+    panicked.sort();
+    // The panicked batch's deliveries are judged again one by one: each is a duplicate (its
+    // events committed before the panic); everything is applied once.
     world
         .wait_count(
             "SELECT COALESCE(sum(duplicates), 0)::bigint FROM inbox",
-            1,
+            panicked.len() as i64,
             DEADLINE,
         )
         .await;
     world
         .wait_count("SELECT count(*) FROM contacts", 20, DEADLINE)
         .await;
-    // The duplicate is the panicked delivery coming back, not some other redelivery.
-    let panicked = panicked.lock().expect("lock").expect("a handler panicked");
+    // The duplicates are exactly the panicked batch's deliveries, not some other redelivery.
     let duplicated: Vec<uuid::Uuid> = world
         .db
         .client()
         .await
-        .query("SELECT envelope_id FROM inbox WHERE duplicates > 0", &[])
+        .query("SELECT envelope_id FROM inbox WHERE duplicates > 0 ORDER BY envelope_id", &[])
         .await
         .expect("inbox")
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(duplicated, [panicked]);
+    assert_eq!(duplicated, panicked);
     // Every delivery was acked (none held back behind the panicked one): after the worker stops,
     // nothing goes back to the queue.
     worker.stop().await.expect("stop");

@@ -220,7 +220,7 @@ async fn a_sync_dead_letter_replayed_after_healthsherpa_recovered_creates_one_co
 async fn a_message_that_crashes_its_handler_every_time_is_listed_as_delivery_limit() {
     let world = World::new("op-limit").await;
     let hooks = Hooks {
-        after_commit: Some(Arc::new(|_: &Envelope| panic!("simulated handler bug"))),
+        after_commit: Some(Arc::new(|_: &[&Envelope]| panic!("simulated handler bug"))),
         ..Hooks::default()
     };
     let worker = world.start_worker_with(world.worker_config(), hooks).await;

@@ -16,9 +16,9 @@ use intake_store::{ApplyOptions, ApplyReport, BatchDelivery, BatchStats, Store};
 
 use crate::metrics as m;
 
-/// Fault injection for tests: called for each event once its batch's transaction committed,
-/// before the acks.
-pub type AfterCommitHook = Arc<dyn Fn(&Envelope) + Send + Sync>;
+/// Fault injection for tests: called once a batch's transaction committed, before its acks, with
+/// the envelopes of the deliveries whose events all committed.
+pub type AfterCommitHook = Arc<dyn Fn(&[&Envelope]) + Send + Sync>;
 
 /// Reason codes of dead letters decided here (decode errors bring their own).
 const MALFORMED_ENVELOPE: &str = "malformed_envelope";
@@ -72,9 +72,6 @@ impl IngestHandler {
             );
             m::outcome(provider, &dead.event_type, "dead_lettered");
         }
-        if let Some(hook) = &self.after_commit {
-            hook(envelope);
-        }
     }
 }
 
@@ -106,22 +103,26 @@ impl BatchHandler for IngestHandler {
             metrics::counter!(m::BATCH_SPLITS_TOTAL).increment(stats.splits as u64);
         }
         let mut results = results.drain(..);
-        decoded
-            .into_iter()
+        let mut committed: Vec<&Envelope> = Vec::with_capacity(decoded.len());
+        let verdicts = decoded
+            .iter()
             .map(|decoded| {
                 let (envelope, events) = match decoded {
                     Ok(d) => d,
-                    Err(verdict) => return verdict,
+                    Err(verdict) => return verdict.clone(),
                 };
                 let Some(result) = results.next() else {
                     // apply_batch answers every delivery; should it not, retrying is safe.
                     return Verdict::Retry(Failure::new(RETRIES_EXHAUSTED, "no result for the delivery"));
                 };
                 for (event, report) in events.iter().zip(result.reports) {
-                    self.committed(&envelope, event, report);
+                    self.committed(envelope, event, report);
                 }
                 match result.failed {
-                    None => Verdict::Done,
+                    None => {
+                        committed.push(envelope);
+                        Verdict::Done
+                    }
                     // Events before the failed one are committed; the retry finds them in the inbox.
                     Some((index, e)) => {
                         let event = &events[index.min(events.len().saturating_sub(1))];
@@ -134,7 +135,11 @@ impl BatchHandler for IngestHandler {
                     }
                 }
             })
-            .collect()
+            .collect();
+        if let Some(hook) = &self.after_commit {
+            hook(&committed);
+        }
+        verdicts
     }
 
     fn settled(&self, delivery: &Delivery, settled: Settled<'_>) {

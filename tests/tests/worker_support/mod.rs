@@ -92,15 +92,15 @@ impl World {
         RunningWorker { addr, stop, handle }
     }
 
-    /// Starts a worker whose events are counted on their own (the `after_commit` hook: every
-    /// event this worker committed, whatever its outcome), so a test can tell workers apart.
+    /// Starts a worker whose deliveries are counted on their own (the `after_commit` hook: every
+    /// delivery this worker committed, whatever its outcome), so a test can tell workers apart.
     pub async fn start_counting_worker(&self) -> (RunningWorker, Arc<AtomicUsize>) {
         let committed = Arc::new(AtomicUsize::new(0));
         let hooks = Hooks {
             after_commit: Some({
                 let committed = committed.clone();
-                Arc::new(move |_| {
-                    committed.fetch_add(1, Ordering::SeqCst);
+                Arc::new(move |batch: &[&intake_core::Envelope]| {
+                    committed.fetch_add(batch.len(), Ordering::SeqCst);
                 })
             }),
             ..Hooks::default()
