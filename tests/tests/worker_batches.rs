@@ -1,0 +1,499 @@
+//! Group commit against real RabbitMQ and Postgres: a batch's deliveries applied in one
+//! transaction keep every promise of one-by-one application — exactly once across a crash between
+//! the commit and the acks, each event's own outcome inside a mixed batch, and two workers batching
+//! the same entities at once without a deadlock, ending where one-by-one application ends.
+
+mod worker_support;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use intake_core::{Envelope, Provider};
+use intake_it::pg::{TestDb, fresh_database};
+use intake_it::{TcpProxy, wait_until};
+use intake_providers::fixtures;
+use intake_store::{ApplyOptions, BatchDelivery, Outcome, Store, StoreConfig};
+use intake_worker::Hooks;
+use worker_support::World;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn contact(id: usize, first_name: &str) -> String {
+    fixtures::SPARK_CONTACT
+        .replacen("\"id\": 1234,", &format!("\"id\": {id},"), 1)
+        .replacen("\"first_name\": \"Anthony\"", &format!("\"first_name\": \"{first_name}\""), 1)
+}
+
+/// A contact Postgres refuses to store: a NUL character in a text column (SQLSTATE 22021), a
+/// permanent failure of that one event.
+fn contact_postgres_refuses(id: usize) -> String {
+    contact(id, "Nul\\u0000Byte")
+}
+
+/// A Spark360 lead's four events, in document order (enriched is the prerequisite of the alert
+/// and the contact request; the preview only fills gaps once enriched is there).
+fn lead_events(lead: usize) -> Vec<String> {
+    [
+        fixtures::SPARK360_ADDRESS_PREVIEW,
+        fixtures::SPARK360_ENRICHED,
+        fixtures::SPARK360_RENTAL_ALERT,
+        fixtures::SPARK360_CONTACT_REQUESTED,
+    ]
+    .iter()
+    .map(|body| {
+        body.replace("lead_7f3a9c", &format!("lead_batch_{lead}"))
+            .replace("evt_01HX", &format!("evt_batch_{lead}_"))
+    })
+    .collect()
+}
+
+/// Two status events of one HealthSherpa policy, older then newer.
+fn policy_events(app: usize) -> Vec<String> {
+    [
+        ("pending_effectuation", "2026-01-01T00:00:00Z"),
+        ("effectuated", "2026-02-01T00:00:00Z"),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(n, (status, at))| {
+        fixtures::HEALTHSHERPA_OFF_EXCHANGE
+            .replace("txn_7c1d2e3f", &format!("txn_batch_{app}_{n}"))
+            .replace("pol_9001", &format!("pol_batch_{app}"))
+            .replace("app_5512", &format!("app_batch_{app}"))
+            .replace("\"effectuated\"", &format!("\"{status}\""))
+            .replace("2026-02-03T14:05:06Z", at)
+    })
+    .collect()
+}
+
+async fn store(db: &TestDb) -> Store {
+    let store = Store::new(&StoreConfig::new(
+        db.url.clone(),
+        intake_it::test_keys(),
+        4,
+        Duration::from_secs(5),
+    ))
+    .expect("store");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+async fn metrics_text(addr: std::net::SocketAddr) -> String {
+    reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// Sum of `intake_worker_events_total` samples with this outcome on a worker's `/metrics`.
+async fn events_with_outcome(addr: std::net::SocketAddr, outcome: &str) -> f64 {
+    let label = format!("outcome=\"{outcome}\"");
+    metrics_text(addr)
+        .await
+        .lines()
+        .filter(|l| l.starts_with("intake_worker_events_total") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Sum and count of the worker's `intake_consumer_batch_size` histogram.
+async fn batch_sizes(addr: std::net::SocketAddr) -> (f64, f64) {
+    let text = metrics_text(addr).await;
+    let value = |name: &str| {
+        text.lines()
+            .filter(|l| l.starts_with(name) && l.contains("consumer=\"worker\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    (
+        value("intake_consumer_batch_size_sum"),
+        value("intake_consumer_batch_size_count"),
+    )
+}
+
+#[tokio::test]
+async fn a_batch_whose_acks_are_lost_after_its_commit_comes_back_as_duplicates_only() {
+    let world = World::new("wb-noack").await;
+    let proxy = Arc::new(
+        TcpProxy::start("127.0.0.1:5672".parse().unwrap())
+            .await
+            .expect("proxy"),
+    );
+    // A backlog, so that batches of several deliveries form.
+    for id in 0..40 {
+        world
+            .publish(Provider::Spark, contact(500 + id, "Anthony").into_bytes())
+            .await;
+    }
+    let mut config = world.worker_config();
+    config.broker.amqp_url = format!("amqp://guest:guest@{}/%2f", proxy.addr()).into();
+    config.concurrency = 1;
+    config.batch_size = 16;
+    config.batch_linger_ms = 50;
+    // The first committed batch of several deliveries loses its broker connection before its
+    // acks can be sent.
+    let cut_batch: Arc<Mutex<Option<Vec<uuid::Uuid>>>> = Arc::default();
+    let cut = Arc::new(AtomicBool::new(false));
+    let hooks = Hooks {
+        after_commit: Some({
+            let (proxy, cut_batch, cut) = (proxy.clone(), cut_batch.clone(), cut.clone());
+            Arc::new(move |batch: &[&Envelope]| {
+                if batch.len() >= 2 && !cut.swap(true, Ordering::SeqCst) {
+                    proxy.cut();
+                    *cut_batch.lock().expect("lock") = Some(batch.iter().map(|e| e.id).collect());
+                }
+            })
+        }),
+        ..Hooks::default()
+    };
+    let worker = world.start_worker_with(config, hooks).await;
+    assert!(
+        wait_until(DEADLINE, || async { cut.load(Ordering::SeqCst) }).await,
+        "a batch of several deliveries committed"
+    );
+    proxy.restore();
+    let cut_batch = cut_batch.lock().expect("lock").clone().expect("cut batch");
+
+    // Every delivery of the cut batch came back and was recognised: one duplicate each.
+    let ids = cut_batch
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    world
+        .wait_count(
+            &format!("SELECT count(*) FROM inbox WHERE duplicates = 1 AND envelope_id IN ({ids})"),
+            cut_batch.len() as i64,
+            DEADLINE,
+        )
+        .await;
+    world
+        .wait_count("SELECT count(*) FROM contacts", 40, DEADLINE)
+        .await;
+    // Nothing applied twice: one inbox row, one outbox row per contact; no delivery came back
+    // more than once; nothing retried or dead-lettered.
+    assert_eq!(world.count("SELECT count(*) FROM inbox").await, 40);
+    assert_eq!(world.count("SELECT count(*) FROM outbox").await, 40);
+    assert_eq!(
+        world
+            .count("SELECT COALESCE(max(duplicates), 0)::bigint FROM inbox")
+            .await,
+        1
+    );
+    assert_eq!(world.count("SELECT count(*) FROM dead_letters").await, 0);
+    let queue = world.topology.provider_queue(Provider::Spark);
+    assert!(wait_until(DEADLINE, || async { world.probe.count(&queue).await == 0 }).await);
+    worker.stop().await.expect("stop");
+    world.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_batch_holding_a_refused_event_a_parked_event_and_its_prerequisite_settles_each_on_its_own() {
+    let db = fresh_database("wb-mixed").await;
+    let store = store(&db).await;
+    let lead = lead_events(1);
+    let bodies = [
+        (Provider::Spark, contact(601, "Anthony")),
+        (Provider::Spark, contact_postgres_refuses(602)),
+        // The alert comes before its prerequisite: parked, then released by the next delivery.
+        (Provider::Spark360, lead[2].clone()),
+        (Provider::Spark360, lead[1].clone()),
+        (Provider::Spark, contact(603, "Carmela")),
+    ];
+    let mut envelopes: Vec<Envelope> = bodies
+        .iter()
+        .map(|(p, b)| Envelope::new("ep", *p, vec![], Bytes::from(b.clone())))
+        .collect();
+    // The first delivery once more, as a redelivery in the same batch.
+    envelopes.push(envelopes[0].clone());
+    let decoded: Vec<_> = envelopes
+        .iter()
+        .map(|e| intake_providers::decode(e).expect("decodes"))
+        .collect();
+    let batch: Vec<BatchDelivery<'_>> = envelopes
+        .iter()
+        .zip(&decoded)
+        .map(|(envelope, events)| BatchDelivery { envelope, events })
+        .collect();
+
+    let (results, stats) = store
+        .apply_batch(&batch, ApplyOptions::default(), Duration::from_secs(10))
+        .await;
+    assert_eq!(stats.commits, 1, "one transaction for the whole batch");
+    assert_eq!(stats.splits, 0);
+    let outcome = |i: usize| {
+        let r = &results[i];
+        assert!(r.failed.is_none(), "delivery {i}: {:?}", r.failed);
+        r.reports[0].outcome
+    };
+    assert_eq!(outcome(0), Outcome::Applied);
+    let (failed_at, error) = results[1].failed.clone().expect("the refused contact failed");
+    assert_eq!(failed_at, 0);
+    assert!(!error.is_retryable(), "a permanent failure: {error}");
+    assert_eq!(error.code(), Some("22021"));
+    assert_eq!(outcome(2), Outcome::Parked);
+    assert_eq!(outcome(3), Outcome::Applied);
+    let released: Vec<&str> = results[3].reports[0]
+        .released
+        .iter()
+        .map(|r| r.event_type.as_str())
+        .collect();
+    assert_eq!(released, ["lead.rental_alert"]);
+    assert_eq!(outcome(4), Outcome::Applied);
+    assert_eq!(outcome(5), Outcome::Duplicate);
+
+    // Committed: everything but the refused event, which left no trace (its savepoint rolled back).
+    let c = db.client().await;
+    let count = |sql: &'static str| {
+        let c = &c;
+        async move { c.query_one(sql, &[]).await.expect(sql).get::<_, i64>(0) }
+    };
+    assert_eq!(count("SELECT count(*) FROM contacts").await, 2);
+    assert_eq!(
+        count("SELECT count(*) FROM inbox WHERE dedupe_key LIKE '602%'").await,
+        0
+    );
+    assert_eq!(count("SELECT count(*) FROM inbox").await, 4);
+    assert_eq!(
+        count("SELECT count(*) FROM inbox WHERE outcome = 'released'").await,
+        1
+    );
+    assert_eq!(count("SELECT count(*) FROM parked_events").await, 0);
+    assert_eq!(
+        count("SELECT COALESCE(sum(duplicates), 0)::bigint FROM inbox").await,
+        1
+    );
+    assert_eq!(count("SELECT count(*) FROM outbox").await, 2);
+    let rental: Option<String> = c
+        .query_one(
+            "SELECT rental_alert::text FROM leads WHERE id = 'lead_batch_1'",
+            &[],
+        )
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or(None);
+    assert!(rental.is_some(), "the released alert's effect is committed");
+    drop(c);
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_worker_batch_with_a_malformed_a_refused_a_parked_and_a_prerequisite_delivery_settles_each() {
+    let world = World::new("wb-worker-mixed").await;
+    // A backlog of such groups, so that batches of several deliveries form.
+    for n in 0..10 {
+        let lead = lead_events(100 + n);
+        world
+            .publish(Provider::Spark360, b"{\"event\": \"lead.enriched\"".to_vec())
+            .await;
+        world
+            .publish(Provider::Spark, contact_postgres_refuses(700 + n).into_bytes())
+            .await;
+        world
+            .publish(Provider::Spark360, lead[2].clone().into_bytes())
+            .await;
+        world
+            .publish(Provider::Spark360, lead[1].clone().into_bytes())
+            .await;
+    }
+    let mut config = world.worker_config();
+    config.concurrency = 1;
+    config.batch_size = 16;
+    config.batch_linger_ms = 50;
+    let worker = world.start_worker(config).await;
+
+    // Each malformed and each refused delivery is dead-lettered with its own reason; every alert
+    // is applied after its prerequisite, whether it parked first or not.
+    world
+        .wait_count("SELECT count(*) FROM dead_letters", 20, DEADLINE)
+        .await;
+    world
+        .wait_count(
+            "SELECT count(*) FROM leads WHERE rental_alert IS NOT NULL",
+            10,
+            DEADLINE,
+        )
+        .await;
+    assert_eq!(
+        world
+            .count("SELECT count(*) FROM dead_letters WHERE reason = 'store_rejected'")
+            .await,
+        10
+    );
+    assert_eq!(
+        world
+            .count("SELECT count(DISTINCT reason) FROM dead_letters WHERE reason <> 'store_rejected'")
+            .await,
+        1,
+        "the malformed deliveries share their decode reason"
+    );
+    assert_eq!(world.count("SELECT count(*) FROM contacts").await, 0);
+    assert_eq!(world.count("SELECT count(*) FROM parked_events").await, 0);
+    assert_eq!(world.count("SELECT count(*) FROM inbox").await, 20);
+    // Batches of several deliveries did form.
+    let (sum, count) = batch_sizes(worker.addr).await;
+    assert!(count > 0.0 && sum > count, "batches of several: {sum} deliveries in {count} batches");
+    worker.stop().await.expect("stop");
+    world.cleanup().await;
+}
+
+/// Every domain table and the entity rows, as sorted JSON lines without what depends on timing
+/// (`*updated_at`, `created_at`, `recorded_at`, serial ids of history rows) or on a fresh nonce
+/// (sealed `bytea` values); applied types sorted.
+async fn state(db: &TestDb) -> BTreeMap<&'static str, Vec<String>> {
+    const TABLES: &[&str] = &[
+        "contacts",
+        "contact_policies",
+        "sparkloop_subscribers",
+        "sparkloop_referrals",
+        "sparkloop_rewards",
+        "leads",
+        "widgets",
+        "healthsherpa_applications",
+        "healthsherpa_members",
+        "healthsherpa_policies",
+        "healthsherpa_policy_members",
+        "entities",
+    ];
+    let c = db.client().await;
+    let mut out = BTreeMap::new();
+    for table in TABLES {
+        let rows = c
+            .query(&format!("SELECT to_jsonb(t) FROM {table} t"), &[])
+            .await
+            .unwrap_or_else(|e| panic!("{table}: {e}"));
+        let mut lines: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                let mut v: serde_json::Value = r.get(0);
+                if let Some(o) = v.as_object_mut() {
+                    o.retain(|k, v| {
+                        !(k.ends_with("updated_at")
+                            || k == "created_at"
+                            || k == "recorded_at"
+                            || v.as_str().is_some_and(|s| s.starts_with("\\x")))
+                    });
+                    if let Some(serde_json::Value::Array(types)) = o.get_mut("applied_types") {
+                        types.sort_by_key(|t| t.to_string());
+                    }
+                }
+                v.to_string()
+            })
+            .collect();
+        lines.sort();
+        out.insert(*table, lines);
+    }
+    out
+}
+
+#[tokio::test]
+async fn two_workers_batching_the_same_entities_under_load_end_as_one_by_one_without_a_deadlock() {
+    let world = World::new("wb-overlap").await;
+    // Many events per entity, interleaved, so both workers' batches hold the same entities.
+    let mut bodies: Vec<(Provider, String)> = Vec::new();
+    for round in 0..3 {
+        for c in 0..30 {
+            bodies.push((Provider::Spark, contact(800 + c, &format!("Name{round}"))));
+        }
+        for lead in 0..20 {
+            // Rounds 0..3 carry the lead's events in the order alert, enriched, request+preview:
+            // prerequisites arrive after their dependents half of the time.
+            let events = lead_events(200 + lead);
+            match round {
+                0 => bodies.push((Provider::Spark360, events[2].clone())),
+                1 => bodies.push((Provider::Spark360, events[1].clone())),
+                _ => {
+                    bodies.push((Provider::Spark360, events[3].clone()));
+                    bodies.push((Provider::Spark360, events[0].clone()));
+                }
+            }
+        }
+        for app in 0..10 {
+            if round < 2 {
+                let events = policy_events(300 + app);
+                // The newer status first for even applications.
+                let pick = if app % 2 == 0 { 1 - round } else { round };
+                bodies.push((Provider::HealthSherpa, events[pick].clone()));
+            }
+        }
+    }
+    let envelopes: Vec<Envelope> = bodies
+        .iter()
+        .map(|(p, b)| Envelope::new("ep-test", *p, vec![], Bytes::from(b.clone())))
+        .collect();
+
+    // The one-by-one result: the same envelopes through `Store::apply`, in order, alone.
+    let reference = fresh_database("wb-overlap-ref").await;
+    {
+        let store = store(&reference).await;
+        for envelope in &envelopes {
+            for event in intake_providers::decode(envelope).expect("decodes") {
+                store
+                    .apply(envelope, &event, ApplyOptions::default())
+                    .await
+                    .expect("apply");
+            }
+        }
+    }
+
+    let (one, by_one) = world.start_counting_worker().await;
+    let (two, by_two) = world.start_counting_worker().await;
+    for provider in [Provider::Spark, Provider::Spark360, Provider::HealthSherpa] {
+        world.wait_consumers(provider, 2, DEADLINE).await;
+    }
+    // All at once from several publishers: both workers take batches of the same entities.
+    let shared = Arc::new(envelopes);
+    let mut publishers = tokio::task::JoinSet::new();
+    for part in 0..4 {
+        let (publisher, shared) = (world.publisher.clone(), shared.clone());
+        publishers.spawn(async move {
+            for envelope in shared.iter().skip(part).step_by(4) {
+                publisher.publish_envelope(envelope).await.expect("publish");
+            }
+        });
+    }
+    while let Some(done) = publishers.join_next().await {
+        done.expect("publisher");
+    }
+    let total = shared.len() as i64;
+    world
+        .wait_count(
+            "SELECT count(*) FROM inbox WHERE outcome <> 'parked'",
+            total,
+            DEADLINE,
+        )
+        .await;
+
+    // Both workers took part, with batches of several deliveries.
+    assert!(by_one.load(Ordering::SeqCst) > 0 && by_two.load(Ordering::SeqCst) > 0);
+    for worker in [&one, &two] {
+        let (sum, count) = batch_sizes(worker.addr).await;
+        assert!(sum > count, "batches of several: {sum} deliveries in {count} batches");
+    }
+    // No deadlock surfaced: nothing retried or dead-lettered, and Postgres counted none.
+    assert_eq!(world.count("SELECT count(*) FROM dead_letters").await, 0);
+    assert_eq!(
+        world
+            .count("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+            .await,
+        0
+    );
+    for worker in [&one, &two] {
+        assert_eq!(events_with_outcome(worker.addr, "retried").await, 0.0);
+    }
+    // The same state as one by one.
+    let (batched, alone) = (state(&world.db).await, state(&reference).await);
+    for (table, rows) in &alone {
+        assert!(!rows.is_empty() || *table == "widgets" || table.starts_with("sparkloop") || *table == "contact_policies");
+        assert_eq!(&batched[table], rows, "{table}");
+    }
+    one.stop().await.expect("stop");
+    two.stop().await.expect("stop");
+    reference.drop_database().await;
+    world.cleanup().await;
+}
