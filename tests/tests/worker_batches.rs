@@ -24,7 +24,11 @@ const DEADLINE: Duration = Duration::from_secs(60);
 fn contact(id: usize, first_name: &str) -> String {
     fixtures::SPARK_CONTACT
         .replacen("\"id\": 1234,", &format!("\"id\": {id},"), 1)
-        .replacen("\"first_name\": \"Anthony\"", &format!("\"first_name\": \"{first_name}\""), 1)
+        .replacen(
+            "\"first_name\": \"Anthony\"",
+            &format!("\"first_name\": \"{first_name}\""),
+            1,
+        )
 }
 
 /// A contact Postgres refuses to store: a NUL character in a text column (SQLSTATE 22021), a
@@ -337,14 +341,19 @@ async fn a_worker_batch_with_a_malformed_a_refused_a_parked_and_a_prerequisite_d
     assert_eq!(world.count("SELECT count(*) FROM inbox").await, 20);
     // Batches of several deliveries did form.
     let (sum, count) = batch_sizes(worker.addr).await;
-    assert!(count > 0.0 && sum > count, "batches of several: {sum} deliveries in {count} batches");
+    assert!(
+        count > 0.0 && sum > count,
+        "batches of several: {sum} deliveries in {count} batches"
+    );
     worker.stop().await.expect("stop");
     world.cleanup().await;
 }
 
 /// Every domain table and the entity rows, as sorted JSON lines without what depends on timing
-/// (`*updated_at`, `created_at`, `recorded_at`, serial ids of history rows) or on a fresh nonce
-/// (sealed `bytea` values); applied types sorted.
+/// (`*updated_at`, `created_at`, `recorded_at`) or on a fresh nonce (sealed `bytea` values). An
+/// entity's `applied_types` is left out: it records which events *applied*, and a Spark360
+/// preview that arrives before its lead's enrichment applies (it only fills gaps once enriched is
+/// there) — by design the domain rows end the same in either order, not that bookkeeping.
 async fn state(db: &TestDb) -> BTreeMap<&'static str, Vec<String>> {
     const TABLES: &[&str] = &[
         "contacts",
@@ -376,11 +385,9 @@ async fn state(db: &TestDb) -> BTreeMap<&'static str, Vec<String>> {
                         !(k.ends_with("updated_at")
                             || k == "created_at"
                             || k == "recorded_at"
+                            || k == "applied_types"
                             || v.as_str().is_some_and(|s| s.starts_with("\\x")))
                     });
-                    if let Some(serde_json::Value::Array(types)) = o.get_mut("applied_types") {
-                        types.sort_by_key(|t| t.to_string());
-                    }
                 }
                 v.to_string()
             })
@@ -473,7 +480,10 @@ async fn two_workers_batching_the_same_entities_under_load_end_as_one_by_one_wit
     assert!(by_one.load(Ordering::SeqCst) > 0 && by_two.load(Ordering::SeqCst) > 0);
     for worker in [&one, &two] {
         let (sum, count) = batch_sizes(worker.addr).await;
-        assert!(sum > count, "batches of several: {sum} deliveries in {count} batches");
+        assert!(
+            sum > count,
+            "batches of several: {sum} deliveries in {count} batches"
+        );
     }
     // No deadlock surfaced: nothing retried or dead-lettered, and Postgres counted none.
     assert_eq!(world.count("SELECT count(*) FROM dead_letters").await, 0);
@@ -489,7 +499,12 @@ async fn two_workers_batching_the_same_entities_under_load_end_as_one_by_one_wit
     // The same state as one by one.
     let (batched, alone) = (state(&world.db).await, state(&reference).await);
     for (table, rows) in &alone {
-        assert!(!rows.is_empty() || *table == "widgets" || table.starts_with("sparkloop") || *table == "contact_policies");
+        assert!(
+            !rows.is_empty()
+                || *table == "widgets"
+                || table.starts_with("sparkloop")
+                || *table == "contact_policies"
+        );
         assert_eq!(&batched[table], rows, "{table}");
     }
     one.stop().await.expect("stop");

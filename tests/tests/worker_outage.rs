@@ -251,7 +251,11 @@ async fn a_panicking_handler_requeues_its_delivery_and_acks_keep_flowing() {
         wait_until(DEADLINE, || async { panicked.lock().expect("lock").is_some() }).await,
         "a handler panicked"
     );
-    let mut panicked = panicked.lock().expect("lock").clone().expect("a handler panicked");
+    let mut panicked = panicked
+        .lock()
+        .expect("lock")
+        .clone()
+        .expect("a handler panicked");
     panicked.sort();
     // The panicked batch's deliveries are judged again one by one: each is a duplicate (its
     // events committed before the panic); everything is applied once.
@@ -270,7 +274,10 @@ async fn a_panicking_handler_requeues_its_delivery_and_acks_keep_flowing() {
         .db
         .client()
         .await
-        .query("SELECT envelope_id FROM inbox WHERE duplicates > 0 ORDER BY envelope_id", &[])
+        .query(
+            "SELECT envelope_id FROM inbox WHERE duplicates > 0 ORDER BY envelope_id",
+            &[],
+        )
         .await
         .expect("inbox")
         .iter()

@@ -386,10 +386,7 @@ pub(crate) fn record_applied(state: &mut EntityState, event: &DecodedEvent) {
 
 /// Creates the entity's row if needed and locks it until the transaction ends: every event of
 /// one entity is applied under this lock, whichever worker holds it.
-pub(crate) async fn lock_entity(
-    tx: &Transaction<'_>,
-    entity: &EntityRef,
-) -> Result<EntityState, StoreError> {
+pub(crate) async fn lock_entity(tx: &Transaction<'_>, entity: &EntityRef) -> Result<EntityState, StoreError> {
     let lock = tx
         .prepare_cached(
             "INSERT INTO entities (kind, id) VALUES ($1, $2)
@@ -397,9 +394,7 @@ pub(crate) async fn lock_entity(
              RETURNING applied_types, version, version_envelope_id, content_hmac",
         )
         .await?;
-    let row = tx
-        .query_one(&lock, &[&entity.kind.as_str(), &entity.id])
-        .await?;
+    let row = tx.query_one(&lock, &[&entity.kind.as_str(), &entity.id]).await?;
     Ok(EntityState::from_row(&row, 0))
 }
 

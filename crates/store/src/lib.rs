@@ -34,7 +34,8 @@ mod tls;
 pub mod trace;
 
 pub use apply::{
-    ApplyOptions, ApplyReport, BatchDelivery, BatchStats, DeliveryResult, Outcome, PARKED_EVENT_FORMAT, PARKED_FORMAT, ParkedDeadLetter, Released,
+    ApplyOptions, ApplyReport, BatchDelivery, BatchStats, DeliveryResult, Outcome, PARKED_EVENT_FORMAT,
+    PARKED_FORMAT, ParkedDeadLetter, Released,
 };
 pub use crypto::{CryptoError, KeyError, KeySettings, Keyring};
 pub use dead_letters::{DeadLetterFilter, DeadLetterRow, NewDeadLetter};

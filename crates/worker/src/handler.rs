@@ -97,10 +97,15 @@ impl BatchHandler for IngestHandler {
         let (mut results, stats) = if batch.is_empty() {
             (Vec::new(), BatchStats::default())
         } else {
-            self.store.apply_batch(&batch, self.options, self.db_timeout).await
+            self.store
+                .apply_batch(&batch, self.options, self.db_timeout)
+                .await
         };
         if stats.splits > 0 {
             metrics::counter!(m::BATCH_SPLITS_TOTAL).increment(stats.splits as u64);
+        }
+        if stats.deferred > 0 {
+            metrics::counter!(m::BATCH_DEFERRED_TOTAL).increment(stats.deferred as u64);
         }
         let mut results = results.drain(..);
         let mut committed: Vec<&Envelope> = Vec::with_capacity(decoded.len());
@@ -126,7 +131,9 @@ impl BatchHandler for IngestHandler {
                     // Events before the failed one are committed; the retry finds them in the inbox.
                     Some((index, e)) => {
                         let event = &events[index.min(events.len().saturating_sub(1))];
-                        let failure = |reason| Failure::new(reason, e.to_string()).event(&event.event_type, &event.dedupe_key);
+                        let failure = |reason| {
+                            Failure::new(reason, e.to_string()).event(&event.event_type, &event.dedupe_key)
+                        };
                         if e.is_retryable() {
                             Verdict::Retry(failure(RETRIES_EXHAUSTED))
                         } else {

@@ -26,6 +26,9 @@ pub const FIELD_ISSUES_TOTAL: &str = "intake_worker_field_issues_total";
 /// Counter: batch transactions that conflicted (deadlock, serialization failure, lock timeout) and
 /// were applied again in halves.
 pub const BATCH_SPLITS_TOTAL: &str = "intake_worker_batch_splits_total";
+/// Counter: deliveries put off to a following transaction of their batch because another
+/// transaction held one of their entities.
+pub const BATCH_DEFERRED_TOTAL: &str = "intake_worker_batch_deferred_total";
 
 /// Registers descriptions for the metrics above (and the broker's) with the installed recorder.
 pub fn describe() {
@@ -44,6 +47,10 @@ pub fn describe() {
     metrics::describe_counter!(
         BATCH_SPLITS_TOTAL,
         "Batch transactions that conflicted and were applied again in halves"
+    );
+    metrics::describe_counter!(
+        BATCH_DEFERRED_TOTAL,
+        "Deliveries put off to a following transaction because another held their entity"
     );
     metrics::describe_gauge!(
         OLDEST_PARKED_SECONDS,

@@ -98,7 +98,12 @@ impl ConsumerRuntime {
         while batchers.join_next().await.is_some() {}
     }
 
-    async fn handle_batch<H: BatchHandler>(&self, handler: &H, batch: Vec<Waiting>, stop: &CancellationToken) {
+    async fn handle_batch<H: BatchHandler>(
+        &self,
+        handler: &H,
+        batch: Vec<Waiting>,
+        stop: &CancellationToken,
+    ) {
         let started = Instant::now();
         let name = self.name;
         let size = batch.len();
@@ -139,7 +144,11 @@ impl ConsumerRuntime {
         }
         let name = self.name;
         if deliveries.len() > 1 {
-            tracing::error!(consumer = name, deliveries = deliveries.len(), "handler panicked on a batch; handling its deliveries one by one");
+            tracing::error!(
+                consumer = name,
+                deliveries = deliveries.len(),
+                "handler panicked on a batch; handling its deliveries one by one"
+            );
         }
         let mut verdicts = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
@@ -148,7 +157,9 @@ impl ConsumerRuntime {
                 Some(mut v) => v.remove(0),
                 None => {
                     tracing::error!(consumer = name, queue = %delivery.queue, "handler panicked; handing the delivery back");
-                    Verdict::HandBack { pause: Duration::ZERO }
+                    Verdict::HandBack {
+                        pause: Duration::ZERO,
+                    }
                 }
             };
             verdicts.push(verdict);
@@ -160,7 +171,10 @@ impl ConsumerRuntime {
 /// The handler's verdicts, or `None` if it panicked or did not give one per delivery (a bug,
 /// treated like a panic).
 async fn judge_once<H: BatchHandler>(handler: &H, deliveries: &[Delivery]) -> Option<Vec<Verdict>> {
-    match AssertUnwindSafe(handler.handle_batch(deliveries)).catch_unwind().await {
+    match AssertUnwindSafe(handler.handle_batch(deliveries))
+        .catch_unwind()
+        .await
+    {
         Ok(verdicts) if verdicts.len() == deliveries.len() => Some(verdicts),
         Ok(verdicts) => {
             tracing::error!(

@@ -1,20 +1,22 @@
-//! Group commit: the deliveries a worker took together, applied in one transaction — every
-//! entity locked up front in one fixed order, each event under its own savepoint, one commit.
+//! Group commit: the deliveries a worker took together, applied in one transaction — the entities
+//! locked up front in one fixed order, each event under its own savepoint, one commit.
 //!
 //! The promises of [`Store::apply`] hold event by event: the inbox row is the exactly-once guard,
 //! the ordering rule sees the entity's state as the events before it in the batch left it, and
-//! an event that fails rolls back to its savepoint alone. Locking every entity of the batch first,
-//! sorted, means two batches never wait on each other in a cycle: an event's inbox key belongs to
-//! one entity, so a batch that holds an entity's lock is the only one that can insert its keys.
-//! A conflict anyway (deadlock, serialization failure, lock wait over `lock_timeout`) rolls the
-//! batch back and applies it again in halves, down to single deliveries, which then go to retry.
+//! an event that fails rolls back to its savepoint alone. The lock phase takes only the entities
+//! no other transaction holds (`SKIP LOCKED`); deliveries that need a busy one (and any later
+//! delivery of the same entity) go to a following transaction, which waits for the holders only
+//! if nothing at all was free — so batches do not queue behind each other in convoys. Locks are
+//! always taken in (kind, id) order, and an event's inbox key belongs to one entity, so a batch
+//! holding an entity's lock is the only one that can insert its keys: no cycle of waits. A
+//! conflict anyway (deadlock, serialization failure, a lock wait over its bound) rolls the
+//! transaction back and applies it again in halves, down to single deliveries, which then retry.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Range;
 use std::time::Duration;
 
 use deadpool_postgres::Transaction;
-use futures_util::future::join;
+use futures_util::future::{join, join3};
 use intake_core::Envelope;
 use intake_providers::{DecodedEvent, EntityRef};
 
@@ -55,8 +57,10 @@ impl DeliveryResult {
 /// How [`Store::apply_batch`] went, for the caller's metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchStats {
-    /// Transactions committed (1 when nothing conflicted).
+    /// Transactions committed (1 when nothing was busy or conflicted).
     pub commits: usize,
+    /// Deliveries put off to a following transaction because another one held their entity.
+    pub deferred: usize,
     /// Times a transaction conflicted and was split in halves.
     pub splits: usize,
 }
@@ -67,13 +71,37 @@ const SAVEPOINT: &str = "SAVEPOINT event";
 const NEXT_SAVEPOINT: &str = "RELEASE SAVEPOINT event; SAVEPOINT event";
 const ROLLBACK_TO_SAVEPOINT: &str = "ROLLBACK TO SAVEPOINT event";
 
-/// Locks every entity of the batch in one statement, in (kind, id) order — the same order in every
-/// worker — creating the rows that do not exist yet.
-const LOCK_ENTITIES: &str = "
+/// Creates the batch's entity rows that do not exist yet, outside the batch's transaction, so
+/// that locking them never waits on another batch's uncommitted insert. Its own commit need not
+/// wait for the disk: the batch's commit flushes the log past it, and an entity row alone is
+/// nothing to lose.
+const CREATE_ENTITIES: &str = "
 INSERT INTO entities (kind, id)
 SELECT kind, id FROM unnest($1::text[], $2::text[]) AS e(kind, id) ORDER BY kind, id
-ON CONFLICT (kind, id) DO UPDATE SET updated_at = now()
-RETURNING kind, id, applied_types, version, version_envelope_id, content_hmac";
+ON CONFLICT (kind, id) DO NOTHING";
+
+/// Locks the entities no other transaction holds, in (kind, id) order, and reads their state;
+/// the busy ones are skipped (their deliveries wait for a following transaction).
+const LOCK_FREE_ENTITIES: &str = "
+SELECT kind, id, applied_types, version, version_envelope_id, content_hmac FROM entities
+WHERE (kind, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+ORDER BY kind, id FOR UPDATE SKIP LOCKED";
+
+/// Locks every entity, waiting for their holders, in (kind, id) order — the same order in every
+/// worker, so two waiting batches never wait on each other in a cycle.
+const LOCK_ENTITIES: &str = "
+SELECT kind, id, applied_types, version, version_envelope_id, content_hmac FROM entities
+WHERE (kind, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+ORDER BY kind, id FOR UPDATE";
+
+/// How a transaction of the batch takes its entity locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Locking {
+    /// Take the free ones; deliveries needing a busy one go to the next transaction.
+    SkipBusy,
+    /// Wait for every one (after a transaction in which nothing was free).
+    Wait,
+}
 
 type EntityKey = (&'static str, String);
 
@@ -81,10 +109,18 @@ fn key_of(entity: &EntityRef) -> EntityKey {
     (entity.kind.as_str(), entity.id.clone())
 }
 
+/// What one transaction did: results of the deliveries it applied, and the deliveries it put
+/// off because another transaction held one of their entities.
+struct Attempt {
+    applied: Vec<(usize, DeliveryResult)>,
+    deferred: Vec<usize>,
+}
+
 impl Store {
-    /// Applies `deliveries` in one transaction, in order, each event under its own savepoint
-    /// (see the module). Returns one result per delivery, in order. `attempt_timeout` bounds each
-    /// transaction; one that runs over fails every delivery in it with [`StoreError::Timeout`].
+    /// Applies `deliveries` in as few transactions as possible, each event under its own
+    /// savepoint (see the module), and in order for each entity. Returns one result per delivery,
+    /// in order. `attempt_timeout` bounds each transaction; one that runs over fails every
+    /// delivery in it with [`StoreError::Timeout`].
     pub async fn apply_batch(
         &self,
         deliveries: &[BatchDelivery<'_>],
@@ -93,33 +129,46 @@ impl Store {
     ) -> (Vec<DeliveryResult>, BatchStats) {
         let mut results: Vec<Option<DeliveryResult>> = vec![None; deliveries.len()];
         let mut stats = BatchStats::default();
-        // Ranges still to apply; the left half is popped first, so arrival order is kept.
-        let mut pending: Vec<Range<usize>> = Vec::new();
-        pending.push(0..deliveries.len());
-        while let Some(range) = pending.pop() {
+        // Delivery lists still to apply, last one first; each list is in arrival order.
+        let mut pending: Vec<(Vec<usize>, Locking)> = Vec::new();
+        pending.push(((0..deliveries.len()).collect(), Locking::SkipBusy));
+        while let Some((items, locking)) = pending.pop() {
             let attempt = tokio::time::timeout(
                 attempt_timeout,
-                self.apply_in_one_transaction(&deliveries[range.clone()], options),
+                self.apply_in_one_transaction(deliveries, &items, options, locking),
             )
             .await
             .unwrap_or(Err(StoreError::Timeout));
             match attempt {
-                Ok(done) => {
+                Ok(Attempt { applied, deferred }) => {
                     stats.commits += 1;
-                    for (slot, result) in results[range].iter_mut().zip(done) {
-                        *slot = Some(result);
+                    let progressed = !applied.is_empty();
+                    for (index, result) in applied {
+                        results[index] = Some(result);
+                    }
+                    if !deferred.is_empty() {
+                        stats.deferred += deferred.len();
+                        // Nothing was free: wait for the holders this time, so the batch moves on.
+                        let next = if progressed {
+                            Locking::SkipBusy
+                        } else {
+                            Locking::Wait
+                        };
+                        pending.push((deferred, next));
                     }
                 }
-                Err(e) if e.is_conflict() && range.len() > 1 => {
+                // A lock wait over the statement's bound is a conflict too, here.
+                Err(e) if (e.is_conflict() || e.code() == Some("57014")) && items.len() > 1 => {
                     stats.splits += 1;
-                    tracing::debug!(error = %e, deliveries = range.len(), "batch conflicted; applying it in halves");
-                    let middle = range.start + range.len() / 2;
-                    pending.push(middle..range.end);
-                    pending.push(range.start..middle);
+                    tracing::debug!(error = %e, deliveries = items.len(), "batch conflicted; applying it in halves");
+                    let right = items[items.len() / 2..].to_vec();
+                    let left = items[..items.len() / 2].to_vec();
+                    pending.push((right, locking));
+                    pending.push((left, locking));
                 }
                 Err(e) => {
-                    for slot in &mut results[range] {
-                        *slot = Some(DeliveryResult::failed(e.clone()));
+                    for index in items {
+                        results[index] = Some(DeliveryResult::failed(e.clone()));
                     }
                 }
             }
@@ -131,46 +180,134 @@ impl Store {
         (results, stats)
     }
 
-    /// One attempt: the whole slice in one transaction, or an error for all of it (nothing
-    /// committed). An event's conflict fails the whole attempt so that the caller splits it.
+    /// One transaction over the deliveries `items` (indexes into `deliveries`, in order), or an
+    /// error for all of them (nothing committed). An event's conflict fails the whole attempt so
+    /// that the caller splits it.
     async fn apply_in_one_transaction(
         &self,
         deliveries: &[BatchDelivery<'_>],
+        items: &[usize],
         options: ApplyOptions,
-    ) -> Result<Vec<DeliveryResult>, StoreError> {
+        locking: Locking,
+    ) -> Result<Attempt, StoreError> {
+        let distinct: BTreeMap<EntityKey, &EntityRef> = items
+            .iter()
+            .flat_map(|i| {
+                deliveries[*i]
+                    .events
+                    .iter()
+                    .map(|e| (key_of(&e.entity), &e.entity))
+            })
+            .collect();
+        let (kinds, ids): (Vec<&str>, Vec<&str>) = distinct.keys().map(|(k, i)| (*k, i.as_str())).unzip();
         let mut client = self.pool.get().await?;
+        create_entities(&client, &kinds, &ids).await?;
         let tx = client.transaction().await?;
-        let mut entities = lock_entities(&tx, deliveries).await?;
-        let mut results = Vec::with_capacity(deliveries.len());
+        let lock = tx
+            .prepare_cached(match locking {
+                Locking::SkipBusy => LOCK_FREE_ENTITIES,
+                Locking::Wait => LOCK_ENTITIES,
+            })
+            .await?;
+        let rows = tx.query(&lock, &[&kinds, &ids]).await?;
+        let mut entities: HashMap<EntityKey, Locked> = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let kind: &str = row.get(0);
+            let id: &str = row.get(1);
+            // Back to the event's own reference; a row we did not ask for cannot come back.
+            let Some((key, entity)) = distinct.iter().find(|((k, i), _)| *k == kind && i == id) else {
+                return Err(StoreError::Corrupt(
+                    "entity lock returned an entity not asked for".into(),
+                ));
+            };
+            entities.insert(
+                key.clone(),
+                Locked {
+                    entity: (*entity).clone(),
+                    state: EntityState::from_row(&row, 2),
+                    changed: false,
+                },
+            );
+        }
+        // A delivery goes now if all its entities are locked and none was left to an earlier
+        // delivery put off: per entity, arrival order holds across the transactions.
+        let mut put_off: Vec<EntityKey> = Vec::new();
+        let mut ready = Vec::with_capacity(items.len());
+        let mut deferred = Vec::new();
+        for &index in items {
+            let keys: Vec<EntityKey> = deliveries[index]
+                .events
+                .iter()
+                .map(|e| key_of(&e.entity))
+                .collect();
+            if keys
+                .iter()
+                .all(|k| entities.contains_key(k) && !put_off.contains(k))
+            {
+                ready.push(index);
+            } else {
+                put_off.extend(keys);
+                deferred.push(index);
+            }
+        }
+        let mut applied = Vec::with_capacity(ready.len());
         let mut first = true;
-        for delivery in deliveries {
+        for index in ready {
+            let delivery = &deliveries[index];
             let mut result = DeliveryResult {
                 reports: Vec::with_capacity(delivery.events.len()),
                 failed: None,
             };
-            for (index, event) in delivery.events.iter().enumerate() {
+            for (event_index, event) in delivery.events.iter().enumerate() {
                 let savepoint = if first { SAVEPOINT } else { NEXT_SAVEPOINT };
                 first = false;
-                let applied =
-                    apply_in_savepoint(&tx, self, savepoint, delivery.envelope, event, options, &mut entities)
-                        .await?;
-                match applied {
+                let outcome = apply_in_savepoint(
+                    &tx,
+                    self,
+                    savepoint,
+                    delivery.envelope,
+                    event,
+                    options,
+                    &mut entities,
+                )
+                .await?;
+                match outcome {
                     Ok(report) => result.reports.push(report),
                     Err(e) if e.is_conflict() => return Err(e),
                     Err(e) => {
-                        result.failed = Some((index, e));
+                        result.failed = Some((event_index, e));
                         break;
                     }
                 }
             }
-            results.push(result);
+            applied.push((index, result));
         }
         for locked in entities.values().filter(|l| l.changed) {
             save_entity(&tx, &locked.entity, &locked.state).await?;
         }
         tx.commit().await?;
-        Ok(results)
+        Ok(Attempt { applied, deferred })
     }
+}
+
+/// Runs [`CREATE_ENTITIES`] in its own short transaction with `synchronous_commit` off, pipelined
+/// into one round trip.
+async fn create_entities(
+    client: &deadpool_postgres::ClientWrapper,
+    kinds: &[&str],
+    ids: &[&str],
+) -> Result<(), StoreError> {
+    let create = client.prepare_cached(CREATE_ENTITIES).await?;
+    let (begun, created, committed) = join3(
+        client.batch_execute("BEGIN; SET LOCAL synchronous_commit TO OFF"),
+        client.execute(&create, &[&kinds, &ids]),
+        client.batch_execute("COMMIT"),
+    )
+    .await;
+    begun?;
+    created?;
+    committed?;
+    Ok(())
 }
 
 /// An entity's state while its batch runs, and whether a committed savepoint changed it.
@@ -178,37 +315,6 @@ struct Locked {
     entity: EntityRef,
     state: EntityState,
     changed: bool,
-}
-
-async fn lock_entities(
-    tx: &Transaction<'_>,
-    deliveries: &[BatchDelivery<'_>],
-) -> Result<HashMap<EntityKey, Locked>, StoreError> {
-    let distinct: BTreeMap<EntityKey, &EntityRef> = deliveries
-        .iter()
-        .flat_map(|d| d.events.iter().map(|e| (key_of(&e.entity), &e.entity)))
-        .collect();
-    let (kinds, ids): (Vec<&str>, Vec<&str>) = distinct.keys().map(|(k, i)| (*k, i.as_str())).unzip();
-    let lock = tx.prepare_cached(LOCK_ENTITIES).await?;
-    let rows = tx.query(&lock, &[&kinds, &ids]).await?;
-    let mut locked = HashMap::with_capacity(rows.len());
-    for row in rows {
-        let kind: &str = row.get(0);
-        let id: &str = row.get(1);
-        // Back to the event's own reference; a row we did not ask for cannot come back.
-        let Some((key, entity)) = distinct.iter().find(|((k, i), _)| *k == kind && i == id) else {
-            return Err(StoreError::Corrupt("entity lock returned an entity not asked for".into()));
-        };
-        locked.insert(
-            key.clone(),
-            Locked {
-                entity: (*entity).clone(),
-                state: EntityState::from_row(&row, 2),
-                changed: false,
-            },
-        );
-    }
-    Ok(locked)
 }
 
 /// One event under its savepoint. The outer `Result` is the transaction's (a savepoint statement
@@ -231,7 +337,9 @@ async fn apply_in_savepoint(
     let applied = match inserted {
         Ok(true) => {
             let Some(entity) = entities.get(&key) else {
-                return Err(StoreError::Corrupt("event of an entity the batch did not lock".into()));
+                return Err(StoreError::Corrupt(
+                    "event of an entity the batch did not lock".into(),
+                ));
             };
             // Applied to a copy: if the savepoint rolls back, the state stays as it was.
             let mut state = entity.state.clone();
@@ -243,7 +351,8 @@ async fn apply_in_savepoint(
             // Seen before: undo the failed insert, count the re-delivery on the row that has it.
             tx.batch_execute(ROLLBACK_TO_SAVEPOINT).await?;
             let count = tx.prepare_cached(COUNT_DUPLICATE).await?;
-            tx.execute(&count, &[&envelope.endpoint, &event.dedupe_key]).await?;
+            tx.execute(&count, &[&envelope.endpoint, &event.dedupe_key])
+                .await?;
             return Ok(Ok(ApplyReport::only(Outcome::Duplicate)));
         }
         Err(e) => Err(e),

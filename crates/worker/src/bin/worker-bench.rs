@@ -417,8 +417,16 @@ async fn histogram(ports: &[u16], name: &str) -> Vec<(f64, f64)> {
             let Some(le) = rest.split("le=\"").nth(1).and_then(|r| r.split('"').next()) else {
                 continue;
             };
-            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::NAN) };
-            let count: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap_or(f64::NAN)
+            };
+            let count: f64 = line
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
             match buckets.iter_mut().find(|(l, _)| *l == le) {
                 Some(b) => b.1 += count,
                 None => buckets.push((le, count)),
@@ -512,14 +520,25 @@ async fn through_workers(
     let batches = histogram(&ports, "intake_consumer_batch_size").await;
     let batch_count = batches.last().map(|b| b.1).unwrap_or(0.0).max(1.0);
     let mean_batch = metric_sum(&ports, "intake_consumer_batch_size_sum", "consumer=\"worker\"").await
-        / metric_sum(&ports, "intake_consumer_batch_size_count", "consumer=\"worker\"").await.max(1.0);
+        / metric_sum(&ports, "intake_consumer_batch_size_count", "consumer=\"worker\"")
+            .await
+            .max(1.0);
     let mut previous = 0.0;
     let batch_buckets = batches
         .iter()
         .filter_map(|&(le, count)| {
             let share = (count - previous) / batch_count;
             previous = count;
-            (share > 0.0).then(|| (if le.is_infinite() { "more".to_owned() } else { format!("≤{le}") }, share))
+            (share > 0.0).then(|| {
+                (
+                    if le.is_infinite() {
+                        "more".to_owned()
+                    } else {
+                        format!("≤{le}")
+                    },
+                    share,
+                )
+            })
         })
         .collect();
     running.stop().await?;
@@ -545,7 +564,12 @@ struct Latency {
 /// One worker under a steady open-loop load: `rate` deliveries per second of the mix for
 /// `seconds`, each published on its own schedule whatever the worker does (envelopes stamped when
 /// sent); end-to-end latency from the worker's `intake_worker_end_to_end_seconds`.
-async fn latency(envelopes: &[Envelope], rate: f64, seconds: u64, settings: WorkerSettings) -> anyhow::Result<Latency> {
+async fn latency(
+    envelopes: &[Envelope],
+    rate: f64,
+    seconds: u64,
+    settings: WorkerSettings,
+) -> anyhow::Result<Latency> {
     let running = Workers::start("lat", 1, settings).await?;
     running.wait_ready().await?;
     let publisher = bench_publisher(running.topology()).await?;
@@ -574,10 +598,20 @@ async fn latency(envelopes: &[Envelope], rate: f64, seconds: u64, settings: Work
     publisher.close().await;
     let e2e = histogram(&ports, "intake_worker_end_to_end_seconds").await;
     let total = e2e.last().map(|b| b.1).unwrap_or(0.0).max(1.0);
-    let within = e2e.iter().find(|(le, _)| (*le - 0.05).abs() < 1e-9).map(|b| b.1).unwrap_or(0.0);
+    let within = e2e
+        .iter()
+        .find(|(le, _)| (*le - 0.05).abs() < 1e-9)
+        .map(|b| b.1)
+        .unwrap_or(0.0);
     let mean_batch = metric_sum(&ports, "intake_consumer_batch_size_sum", "consumer=\"worker\"").await
-        / metric_sum(&ports, "intake_consumer_batch_size_count", "consumer=\"worker\"").await.max(1.0);
-    let rss = running.pids().first().and_then(|p| peak_rss_mib(*p)).unwrap_or(f64::NAN);
+        / metric_sum(&ports, "intake_consumer_batch_size_count", "consumer=\"worker\"")
+            .await
+            .max(1.0);
+    let rss = running
+        .pids()
+        .first()
+        .and_then(|p| peak_rss_mib(*p))
+        .unwrap_or(f64::NAN);
     let result = Latency {
         rate,
         sent: count,
@@ -656,13 +690,19 @@ async fn main() -> anyhow::Result<()> {
         }
         if run("1") {
             let d = through_workers(&envelopes, 1, batched).await?;
-            eprintln!("round {round}: 1 worker {:.0}/s, mean batch {:.1}", d.rate, d.mean_batch);
+            eprintln!(
+                "round {round}: 1 worker {:.0}/s, mean batch {:.1}",
+                d.rate, d.mean_batch
+            );
             ones.push(d.rate);
             last_one = Some(d);
         }
         if run("2") {
             let d = through_workers(&envelopes, 2, batched).await?;
-            eprintln!("round {round}: 2 workers {:.0}/s, mean batch {:.1}", d.rate, d.mean_batch);
+            eprintln!(
+                "round {round}: 2 workers {:.0}/s, mean batch {:.1}",
+                d.rate, d.mean_batch
+            );
             twos.push(d.rate);
             last_two = Some(d);
         }
