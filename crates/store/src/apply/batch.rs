@@ -4,9 +4,10 @@
 //! The promises of [`Store::apply`] hold event by event: the inbox row is the exactly-once guard,
 //! the ordering rule sees the entity's state as the events before it in the batch left it, and
 //! an event that fails rolls back to its savepoint alone. The lock phase takes only the entities
-//! no other transaction holds (`SKIP LOCKED`); deliveries that need a busy one (and any later
-//! delivery of the same entity) go to a following transaction, which waits for the holders only
-//! if nothing at all was free — so batches do not queue behind each other in convoys. Locks are
+//! no other transaction holds (`SKIP LOCKED`) and creates the missing ones; deliveries that need a
+//! busy one (and any later delivery of the same entity) go to a following transaction, which waits
+//! for the holders only if nothing at all was free — so batches do not queue behind each other in
+//! convoys. Locks are
 //! always taken in (kind, id) order, and an event's inbox key belongs to one entity, so a batch
 //! holding an entity's lock is the only one that can insert its keys: no cycle of waits. A
 //! conflict anyway (deadlock, serialization failure, a lock wait over its bound) rolls the
@@ -16,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use deadpool_postgres::Transaction;
-use futures_util::future::{join, join3};
+use futures_util::future::join;
 use intake_core::Envelope;
 use intake_providers::{DecodedEvent, EntityRef};
 
@@ -71,28 +72,30 @@ const SAVEPOINT: &str = "SAVEPOINT event";
 const NEXT_SAVEPOINT: &str = "RELEASE SAVEPOINT event; SAVEPOINT event";
 const ROLLBACK_TO_SAVEPOINT: &str = "ROLLBACK TO SAVEPOINT event";
 
-/// Creates the batch's entity rows that do not exist yet, outside the batch's transaction, so
-/// that locking them never waits on another batch's uncommitted insert. Its own commit need not
-/// wait for the disk: the batch's commit flushes the log past it, and an entity row alone is
-/// nothing to lose.
-const CREATE_ENTITIES: &str = "
-INSERT INTO entities (kind, id)
-SELECT kind, id FROM unnest($1::text[], $2::text[]) AS e(kind, id) ORDER BY kind, id
-ON CONFLICT (kind, id) DO NOTHING";
-
 /// Locks the entities no other transaction holds, in (kind, id) order, and reads their state;
-/// the busy ones are skipped (their deliveries wait for a following transaction).
+/// busy ones — and ones that do not exist yet — are not returned.
 const LOCK_FREE_ENTITIES: &str = "
 SELECT kind, id, applied_types, version, version_envelope_id, content_hmac FROM entities
 WHERE (kind, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
 ORDER BY kind, id FOR UPDATE SKIP LOCKED";
 
-/// Locks every entity, waiting for their holders, in (kind, id) order — the same order in every
-/// worker, so two waiting batches never wait on each other in a cycle.
+/// Creates the entities that do not exist, in (kind, id) order; the rows returned are new, so
+/// ours. An existing row, locked or not, is left alone without waiting; only another
+/// transaction's uncommitted insert of the same entity is waited for (its batch does not wait on
+/// anyone while it holds it).
+const CREATE_MISSING_ENTITIES: &str = "
+INSERT INTO entities (kind, id)
+SELECT kind, id FROM unnest($1::text[], $2::text[]) AS e(kind, id) ORDER BY kind, id
+ON CONFLICT (kind, id) DO NOTHING
+RETURNING kind, id, applied_types, version, version_envelope_id, content_hmac";
+
+/// Locks every entity, creating the missing ones, waiting for their holders, in (kind, id) order
+/// — the same order in every worker, so two waiting batches never wait on each other in a cycle.
 const LOCK_ENTITIES: &str = "
-SELECT kind, id, applied_types, version, version_envelope_id, content_hmac FROM entities
-WHERE (kind, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
-ORDER BY kind, id FOR UPDATE";
+INSERT INTO entities (kind, id)
+SELECT kind, id FROM unnest($1::text[], $2::text[]) AS e(kind, id) ORDER BY kind, id
+ON CONFLICT (kind, id) DO UPDATE SET updated_at = now()
+RETURNING kind, id, applied_types, version, version_envelope_id, content_hmac";
 
 /// How a transaction of the batch takes its entity locks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,24 +204,30 @@ impl Store {
             .collect();
         let (kinds, ids): (Vec<&str>, Vec<&str>) = distinct.keys().map(|(k, i)| (*k, i.as_str())).unzip();
         let mut client = self.pool.get().await?;
-        create_entities(&client, &kinds, &ids).await?;
         let tx = client.transaction().await?;
-        let lock = tx
-            .prepare_cached(match locking {
-                Locking::SkipBusy => LOCK_FREE_ENTITIES,
-                Locking::Wait => LOCK_ENTITIES,
-            })
-            .await?;
-        let rows = tx.query(&lock, &[&kinds, &ids]).await?;
+        let mut rows = match locking {
+            Locking::SkipBusy => {
+                let lock = tx.prepare_cached(LOCK_FREE_ENTITIES).await?;
+                let mut rows = tx.query(&lock, &[&kinds, &ids]).await?;
+                if rows.len() < kinds.len() {
+                    // Missing or busy: create the missing ones (the busy ones stay out).
+                    let create = tx.prepare_cached(CREATE_MISSING_ENTITIES).await?;
+                    rows.extend(tx.query(&create, &[&kinds, &ids]).await?);
+                }
+                rows
+            }
+            Locking::Wait => {
+                let lock = tx.prepare_cached(LOCK_ENTITIES).await?;
+                tx.query(&lock, &[&kinds, &ids]).await?
+            }
+        };
         let mut entities: HashMap<EntityKey, Locked> = HashMap::with_capacity(rows.len());
-        for row in rows {
+        for row in rows.drain(..) {
             let kind: &str = row.get(0);
             let id: &str = row.get(1);
             // Back to the event's own reference; a row we did not ask for cannot come back.
             let Some((key, entity)) = distinct.iter().find(|((k, i), _)| *k == kind && i == id) else {
-                return Err(StoreError::Corrupt(
-                    "entity lock returned an entity not asked for".into(),
-                ));
+                return Err(StoreError::Corrupt("entity lock returned an entity not asked for".into()));
             };
             entities.insert(
                 key.clone(),
@@ -288,26 +297,6 @@ impl Store {
         tx.commit().await?;
         Ok(Attempt { applied, deferred })
     }
-}
-
-/// Runs [`CREATE_ENTITIES`] in its own short transaction with `synchronous_commit` off, pipelined
-/// into one round trip.
-async fn create_entities(
-    client: &deadpool_postgres::ClientWrapper,
-    kinds: &[&str],
-    ids: &[&str],
-) -> Result<(), StoreError> {
-    let create = client.prepare_cached(CREATE_ENTITIES).await?;
-    let (begun, created, committed) = join3(
-        client.batch_execute("BEGIN; SET LOCAL synchronous_commit TO OFF"),
-        client.execute(&create, &[&kinds, &ids]),
-        client.batch_execute("COMMIT"),
-    )
-    .await;
-    begun?;
-    created?;
-    committed?;
-    Ok(())
 }
 
 /// An entity's state while its batch runs, and whether a committed savepoint changed it.
