@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
+use futures_util::future::{join, join_all};
 use intake_core::Envelope;
 use intake_providers::{DecodedEvent, EntityRef, Ordering, RuleSpec};
 use uuid::Uuid;
@@ -170,8 +171,20 @@ impl Store {
     ) -> Result<ApplyReport, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        if !insert_inbox(&tx, envelope, event).await? {
-            // The inbox insert was the transaction's first statement: nothing else to undo.
+        // The entity first, then the inbox key — the order of a batch too (see `batch`): a
+        // transaction holding an inbox key never waits for an entity another one holds while
+        // that one waits for the key. Pipelined: the insert runs once the lock is granted. Both
+        // statements are prepared first, so that both futures send on their first poll, in order.
+        tx.prepare_cached(LOCK_ENTITY).await?;
+        tx.prepare_cached(INSERT_INBOX).await?;
+        let (locked, inserted) = join(
+            lock_entity(&tx, &event.entity),
+            insert_inbox(&tx, envelope, event),
+        )
+        .await;
+        let mut state = locked?;
+        if !inserted? {
+            // Nothing but the entity lock to undo.
             tx.rollback().await?;
             let count = client.prepare_cached(COUNT_DUPLICATE).await?;
             client
@@ -179,7 +192,6 @@ impl Store {
                 .await?;
             return Ok(ApplyReport::only(Outcome::Duplicate));
         }
-        let mut state = lock_entity(&tx, &event.entity).await?;
         let report = apply_locked(&tx, &self.keys, envelope, event, options, &mut state).await?;
         save_entity(&tx, &event.entity, &state).await?;
         tx.commit().await?;
@@ -191,6 +203,11 @@ impl Store {
 pub(crate) const COUNT_DUPLICATE: &str =
     "UPDATE inbox SET duplicates = duplicates + 1 WHERE endpoint = $1 AND dedupe_key = $2";
 
+const INSERT_INBOX: &str = "
+INSERT INTO inbox (endpoint, dedupe_key, envelope_id, provider, event_type, entity_kind, entity_id,
+                   received_at, occurred_at, outcome, field_issues)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'applied', $10)";
+
 /// Inserts the event's inbox row (outcome `applied` until said otherwise): `false` when its key
 /// is already there (SQLSTATE 23505), which aborts the (sub)transaction — the caller rolls back.
 pub(crate) async fn insert_inbox(
@@ -198,13 +215,7 @@ pub(crate) async fn insert_inbox(
     envelope: &Envelope,
     event: &DecodedEvent,
 ) -> Result<bool, StoreError> {
-    let insert = tx
-        .prepare_cached(
-            "INSERT INTO inbox (endpoint, dedupe_key, envelope_id, provider, event_type, entity_kind,
-                                entity_id, received_at, occurred_at, outcome, field_issues)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'applied', $10)",
-        )
-        .await?;
+    let insert = tx.prepare_cached(INSERT_INBOX).await?;
     // Pointers and expected types only (never a value): NULL when every field was readable.
     let field_issues = (!event.field_issues.is_empty())
         .then(|| serde_json::to_value(&event.field_issues))
@@ -253,8 +264,14 @@ pub(crate) async fn apply_locked(
         } => {
             if !state.applied_types.contains(prerequisite) {
                 let limit = options.park_limit.unwrap_or(Duration::from_secs(*limit_secs));
-                insert_raw(tx, keys, envelope).await?;
-                park(tx, keys, envelope, event, prerequisite, limit).await?;
+                // Pipelined (one write, statements run in order); the first error is the one.
+                let (raw, parked) = join(
+                    insert_raw(tx, keys, envelope),
+                    park(tx, keys, envelope, event, prerequisite, limit),
+                )
+                .await;
+                raw?;
+                parked?;
                 return Ok(ApplyReport::only(Outcome::Parked));
             }
             Mode::Apply
@@ -285,8 +302,15 @@ pub(crate) async fn apply_locked(
             }
         }
     };
-    insert_raw(tx, keys, envelope).await?;
-    let effected = effects::apply(tx, keys, event, envelope.id, mode).await?;
+    // The raw event and the effect's first statements leave in one write (Postgres runs them in
+    // order); the first error is the one to report.
+    let (raw, effected) = join(
+        insert_raw(tx, keys, envelope),
+        effects::apply(tx, keys, event, envelope.id, mode),
+    )
+    .await;
+    raw?;
+    let effected = effected?;
     let mut changed_contacts = effected.contacts;
     let outcome = if effected.changed {
         Outcome::Applied
@@ -306,17 +330,31 @@ pub(crate) async fn apply_locked(
         };
         release(tx, keys, event, state, &mut out).await?;
     }
-    for contact in &changed_contacts {
-        let outbox = tx
-            .prepare_cached(
-                "INSERT INTO outbox (topic, contact_id, envelope_id) VALUES ('contacts.changed', $1, $2)",
-            )
-            .await?;
-        tx.execute(&outbox, &[contact, &envelope.id]).await?;
+    // Outbox rows and the outcome: independent writes, pipelined.
+    let outbox = tx
+        .prepare_cached(
+            "INSERT INTO outbox (topic, contact_id, envelope_id) VALUES ('contacts.changed', $1, $2)",
+        )
+        .await?;
+    let (written, outcome_set) = join(
+        join_all(
+            changed_contacts
+                .iter()
+                .map(|contact| async { tx.execute(&outbox, &[contact, &envelope.id]).await }),
+        ),
+        async {
+            if outcome != Outcome::Applied {
+                set_outcome(tx, &envelope.endpoint, &event.dedupe_key, outcome.as_str()).await
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+    for row in written {
+        row?;
     }
-    if outcome != Outcome::Applied {
-        set_outcome(tx, &envelope.endpoint, &event.dedupe_key, outcome.as_str()).await?;
-    }
+    outcome_set?;
     Ok(ApplyReport {
         outcome,
         released,
@@ -384,16 +422,15 @@ pub(crate) fn record_applied(state: &mut EntityState, event: &DecodedEvent) {
     }
 }
 
+const LOCK_ENTITY: &str = "
+INSERT INTO entities (kind, id) VALUES ($1, $2)
+ON CONFLICT (kind, id) DO UPDATE SET updated_at = now()
+RETURNING applied_types, version, version_envelope_id, content_hmac";
+
 /// Creates the entity's row if needed and locks it until the transaction ends: every event of
 /// one entity is applied under this lock, whichever worker holds it.
 pub(crate) async fn lock_entity(tx: &Transaction<'_>, entity: &EntityRef) -> Result<EntityState, StoreError> {
-    let lock = tx
-        .prepare_cached(
-            "INSERT INTO entities (kind, id) VALUES ($1, $2)
-             ON CONFLICT (kind, id) DO UPDATE SET updated_at = now()
-             RETURNING applied_types, version, version_envelope_id, content_hmac",
-        )
-        .await?;
+    let lock = tx.prepare_cached(LOCK_ENTITY).await?;
     let row = tx.query_one(&lock, &[&entity.kind.as_str(), &entity.id]).await?;
     Ok(EntityState::from_row(&row, 0))
 }

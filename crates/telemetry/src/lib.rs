@@ -154,7 +154,20 @@ pub async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::ours;
+    use super::{metrics_handle, ours};
+
+    #[test]
+    fn seconds_and_batch_sizes_render_as_histograms_with_their_buckets() {
+        let handle = metrics_handle();
+        metrics::histogram!("intake_test_handle_seconds").record(0.003);
+        metrics::histogram!("intake_test_batch_size", "consumer" => "worker").record(3.0);
+        let text = handle.render();
+        assert!(text.contains("intake_test_handle_seconds_bucket{le=\"0.005\"} 1"), "{text}");
+        assert!(
+            text.contains("intake_test_batch_size_bucket{consumer=\"worker\",le=\"4\"} 1"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn our_targets_are_the_intake_crates_only() {

@@ -12,6 +12,9 @@ use intake_runtime::Batching;
 use intake_store::{DatabaseVariables, KeySettings, Keyring, StoreConfig, database_url_from_env};
 use secrecy::SecretString;
 
+/// Largest `INTAKE_BATCH_SIZE`: Postgres caches 64 subtransactions per session.
+pub const MAX_BATCH_SIZE: usize = 64;
+
 /// Worker settings. Every field can be set by the environment variable named in `env`.
 #[derive(Clone, Debug, Parser)]
 #[command(
@@ -187,8 +190,14 @@ impl WorkerConfig {
         if self.concurrency == 0 {
             return Err(invalid("INTAKE_CONCURRENCY", "must be at least 1"));
         }
-        if self.batch_size == 0 {
-            return Err(invalid("INTAKE_BATCH_SIZE", "must be at least 1"));
+        // Each event of a batch runs under a savepoint, a Postgres subtransaction; past 64 in
+        // one transaction every other session's snapshots get slower (the subtransaction cache
+        // of a backend overflows).
+        if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
+            return Err(invalid(
+                "INTAKE_BATCH_SIZE",
+                format!("must be between 1 and {MAX_BATCH_SIZE}"),
+            ));
         }
         if self.db_pool_size < self.concurrency + 1 {
             return Err(invalid(
@@ -326,6 +335,24 @@ mod tests {
             config.validate().unwrap_err().variable,
             "INTAKE_DEDUPE_WINDOW_DAYS"
         );
+        for batch_size in [0, MAX_BATCH_SIZE + 1] {
+            let mut config = WorkerConfig::local_defaults();
+            config.batch_size = batch_size;
+            assert_eq!(config.validate().unwrap_err().variable, "INTAKE_BATCH_SIZE");
+        }
+    }
+
+    #[test]
+    fn batching_holds_enough_deliveries_for_every_transaction_to_fill() {
+        let mut config = WorkerConfig::local_defaults();
+        config.concurrency = 3;
+        config.batch_size = 10;
+        config.batch_linger_ms = 7;
+        let batching = config.batching();
+        assert_eq!(batching.at_once, 3);
+        assert_eq!(batching.max_size, 10);
+        assert_eq!(batching.linger, Duration::from_millis(7));
+        assert_eq!(batching.deliveries_in_flight(), 30);
     }
 
     #[test]

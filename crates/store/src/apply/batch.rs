@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use deadpool_postgres::Transaction;
-use futures_util::future::join;
+use futures_util::future::{join, join_all};
 use intake_core::Envelope;
 use intake_providers::{DecodedEvent, EntityRef};
 
@@ -130,6 +130,16 @@ impl Store {
         options: ApplyOptions,
         attempt_timeout: Duration,
     ) -> (Vec<DeliveryResult>, BatchStats) {
+        if let [alone] = deliveries {
+            // One delivery (a quiet queue, or INTAKE_BATCH_SIZE=1): the one-event transaction,
+            // which needs no savepoint and locks its entity by waiting.
+            let result = self.apply_alone(alone, options, attempt_timeout).await;
+            let stats = BatchStats {
+                commits: result.reports.len(),
+                ..BatchStats::default()
+            };
+            return (vec![result], stats);
+        }
         let mut results: Vec<Option<DeliveryResult>> = vec![None; deliveries.len()];
         let mut stats = BatchStats::default();
         // Delivery lists still to apply, last one first; each list is in arrival order.
@@ -181,6 +191,33 @@ impl Store {
             .map(|r| r.unwrap_or_else(|| DeliveryResult::failed(StoreError::Timeout)))
             .collect();
         (results, stats)
+    }
+
+    /// Each event of one delivery in its own [`Store::apply`] transaction, stopping at the first
+    /// failure.
+    async fn apply_alone(
+        &self,
+        delivery: &BatchDelivery<'_>,
+        options: ApplyOptions,
+        attempt_timeout: Duration,
+    ) -> DeliveryResult {
+        let mut result = DeliveryResult {
+            reports: Vec::with_capacity(delivery.events.len()),
+            failed: None,
+        };
+        for (index, event) in delivery.events.iter().enumerate() {
+            let applied = tokio::time::timeout(attempt_timeout, self.apply(delivery.envelope, event, options))
+                .await
+                .unwrap_or(Err(StoreError::Timeout));
+            match applied {
+                Ok(report) => result.reports.push(report),
+                Err(e) => {
+                    result.failed = Some((index, e));
+                    break;
+                }
+            }
+        }
+        result
     }
 
     /// One transaction over the deliveries `items` (indexes into `deliveries`, in order), or an
@@ -291,8 +328,12 @@ impl Store {
             }
             applied.push((index, result));
         }
-        for locked in entities.values().filter(|l| l.changed) {
-            save_entity(&tx, &locked.entity, &locked.state).await?;
+        // Every changed entity saved, pipelined (a few at a time, so the writes stay in order).
+        let changed: Vec<&Locked> = entities.values().filter(|l| l.changed).collect();
+        for chunk in changed.chunks(16) {
+            for saved in join_all(chunk.iter().map(|l| save_entity(&tx, &l.entity, &l.state))).await {
+                saved?;
+            }
         }
         tx.commit().await?;
         Ok(Attempt { applied, deferred })

@@ -4,6 +4,7 @@
 //! PHI) are sealed, bound to their row.
 
 use deadpool_postgres::Transaction;
+use futures_util::future::join4;
 use intake_providers::DecodedEvent;
 use intake_providers::spark::ContactSnapshot;
 use tokio_postgres::types::ToSql;
@@ -137,86 +138,93 @@ pub(super) async fn apply(
     params.extend(agent_values.iter().map(|v| v as &(dyn ToSql + Sync)));
     params.push(&event.occurred_at);
     params.push(&envelope_id);
-    let stmt = tx.prepare_cached(UPSERT_CONTACT).await?;
-    tx.execute(&stmt, &params).await?;
-
-    match &c.phi {
-        Some(p) => {
-            let row = [c.spark_id.as_str()];
-            let at = |column| Place::new(column, &row);
-            let stmt = tx.prepare_cached(UPSERT_PHI).await?;
-            tx.execute(
-                &stmt,
-                &[
-                    &c.spark_id,
-                    &seal(keys, p.dob.as_ref(), &at("contact_phi.dob")),
-                    &seal(keys, p.mbi.as_ref(), &at("contact_phi.mbi")),
-                    &seal(keys, p.has_medicaid.as_ref(), &at("contact_phi.has_medicaid")),
-                    &seal(keys, p.has_lis.as_ref(), &at("contact_phi.has_lis")),
-                    &seal(
-                        keys,
-                        p.lis_certification_date.as_ref(),
-                        &at("contact_phi.lis_certification_date"),
-                    ),
-                    &seal(keys, p.drug_subsidy.as_ref(), &at("contact_phi.drug_subsidy")),
-                    &seal(keys, p.has_ssi.as_ref(), &at("contact_phi.has_ssi")),
-                    &seal(
-                        keys,
-                        p.part_a_enrollment_date.as_ref(),
-                        &at("contact_phi.part_a_enrollment_date"),
-                    ),
-                    &seal(
-                        keys,
-                        p.part_b_enrollment_date.as_ref(),
-                        &at("contact_phi.part_b_enrollment_date"),
-                    ),
-                ],
-            )
-            .await?;
-        }
-        None => {
-            let stmt = tx
-                .prepare_cached("DELETE FROM contact_phi WHERE spark_id = $1")
-                .await?;
-            tx.execute(&stmt, &[&c.spark_id]).await?;
-        }
-    }
-
+    // Statements first (cached per connection), values sealed next, then the four writes leave
+    // in one write and run in order: contact, PHI, old policies out, new policies in.
+    let upsert = tx.prepare_cached(UPSERT_CONTACT).await?;
+    let phi_statement = tx
+        .prepare_cached(match c.phi {
+            Some(_) => UPSERT_PHI,
+            None => "DELETE FROM contact_phi WHERE spark_id = $1",
+        })
+        .await?;
     // The snapshot lists every current policy: replace the set.
-    let stmt = tx
+    let delete_policies = tx
         .prepare_cached("DELETE FROM contact_policies WHERE spark_id = $1")
         .await?;
-    tx.execute(&stmt, &[&c.spark_id]).await?;
-    if !c.policies.is_empty() {
-        let p = &c.policies;
-        let category: Vec<&str> = p.iter().map(|x| x.category.as_str()).collect();
-        let slot: Vec<&str> = p.iter().map(|x| x.slot.as_str()).collect();
-        let stmt = tx.prepare_cached(INSERT_POLICIES).await?;
-        tx.execute(
-            &stmt,
-            &[
-                &c.spark_id,
-                &category,
-                &slot,
-                &seal_each(keys, c, "contact_policies.name", |x| x.name.as_ref()),
-                &seal_each(keys, c, "contact_policies.bid_id", |x| x.bid_id.as_ref()),
-                &seal_each(keys, c, "contact_policies.carrier", |x| x.carrier.as_ref()),
-                &seal_each(keys, c, "contact_policies.effective_date", |x| {
-                    x.effective_date.as_ref()
-                }),
-                &seal_each(keys, c, "contact_policies.expiration_date", |x| {
-                    x.expiration_date.as_ref()
-                }),
-                &seal_each(keys, c, "contact_policies.submitted_date", |x| {
-                    x.submitted_date.as_ref()
-                }),
-                &seal_each(keys, c, "contact_policies.policy_type", |x| {
-                    x.policy_type.as_ref()
-                }),
-                &seal_each(keys, c, "contact_policies.beq_status", |x| x.beq_status.as_ref()),
-            ],
-        )
-        .await?;
+    let insert_policies = tx.prepare_cached(INSERT_POLICIES).await?;
+
+    let phi_values: Option<[Option<Vec<u8>>; 9]> = c.phi.as_ref().map(|p| {
+        let row = [c.spark_id.as_str()];
+        let at = |column| Place::new(column, &row);
+        [
+            seal(keys, p.dob.as_ref(), &at("contact_phi.dob")),
+            seal(keys, p.mbi.as_ref(), &at("contact_phi.mbi")),
+            seal(keys, p.has_medicaid.as_ref(), &at("contact_phi.has_medicaid")),
+            seal(keys, p.has_lis.as_ref(), &at("contact_phi.has_lis")),
+            seal(
+                keys,
+                p.lis_certification_date.as_ref(),
+                &at("contact_phi.lis_certification_date"),
+            ),
+            seal(keys, p.drug_subsidy.as_ref(), &at("contact_phi.drug_subsidy")),
+            seal(keys, p.has_ssi.as_ref(), &at("contact_phi.has_ssi")),
+            seal(
+                keys,
+                p.part_a_enrollment_date.as_ref(),
+                &at("contact_phi.part_a_enrollment_date"),
+            ),
+            seal(
+                keys,
+                p.part_b_enrollment_date.as_ref(),
+                &at("contact_phi.part_b_enrollment_date"),
+            ),
+        ]
+    });
+    let mut phi_params: Vec<&(dyn ToSql + Sync)> = vec![&c.spark_id];
+    if let Some(values) = &phi_values {
+        phi_params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
     }
+
+    let p = &c.policies;
+    let category: Vec<&str> = p.iter().map(|x| x.category.as_str()).collect();
+    let slot: Vec<&str> = p.iter().map(|x| x.slot.as_str()).collect();
+    let policy_columns = [
+        seal_each(keys, c, "contact_policies.name", |x| x.name.as_ref()),
+        seal_each(keys, c, "contact_policies.bid_id", |x| x.bid_id.as_ref()),
+        seal_each(keys, c, "contact_policies.carrier", |x| x.carrier.as_ref()),
+        seal_each(keys, c, "contact_policies.effective_date", |x| {
+            x.effective_date.as_ref()
+        }),
+        seal_each(keys, c, "contact_policies.expiration_date", |x| {
+            x.expiration_date.as_ref()
+        }),
+        seal_each(keys, c, "contact_policies.submitted_date", |x| {
+            x.submitted_date.as_ref()
+        }),
+        seal_each(keys, c, "contact_policies.policy_type", |x| {
+            x.policy_type.as_ref()
+        }),
+        seal_each(keys, c, "contact_policies.beq_status", |x| x.beq_status.as_ref()),
+    ];
+    let mut policy_params: Vec<&(dyn ToSql + Sync)> = vec![&c.spark_id, &category, &slot];
+    policy_params.extend(policy_columns.iter().map(|v| v as &(dyn ToSql + Sync)));
+
+    let (contact, phi, deleted, inserted) = join4(
+        tx.execute(&upsert, &params),
+        tx.execute(&phi_statement, &phi_params),
+        tx.execute(&delete_policies, &[&c.spark_id]),
+        async {
+            if p.is_empty() {
+                Ok(0)
+            } else {
+                tx.execute(&insert_policies, &policy_params).await
+            }
+        },
+    )
+    .await;
+    contact?;
+    phi?;
+    deleted?;
+    inserted?;
     Ok(vec![c.spark_id.clone()])
 }
