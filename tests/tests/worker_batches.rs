@@ -287,6 +287,93 @@ async fn a_batch_holding_a_refused_event_a_parked_event_and_its_prerequisite_set
 }
 
 #[tokio::test]
+async fn deliveries_of_a_busy_entity_are_deferred_then_split_on_lock_timeouts_and_never_dropped() {
+    let db = fresh_database("wb-busy").await;
+    let mut config = StoreConfig::new(db.url.clone(), intake_it::test_keys(), 4, Duration::from_secs(5));
+    config.lock_timeout = Some(Duration::from_millis(300));
+    let store = Store::new(&config).expect("store");
+    store.migrate().await.expect("migrate");
+    let busy = 901;
+    let envelopes: Vec<Envelope> = [
+        contact(900, "Free"),
+        contact(busy, "First"),
+        contact(busy, "Second"),
+    ]
+    .into_iter()
+    .map(|b| Envelope::new("ep", Provider::Spark, vec![], Bytes::from(b)))
+    .collect();
+    let decoded: Vec<_> = envelopes
+        .iter()
+        .map(|e| intake_providers::decode(e).expect("decodes"))
+        .collect();
+    let batch: Vec<BatchDelivery<'_>> = envelopes
+        .iter()
+        .zip(&decoded)
+        .map(|(envelope, events)| BatchDelivery { envelope, events })
+        .collect();
+
+    // Another session holds the busy contact's entity row.
+    let mut holder = db.client().await;
+    holder
+        .execute(
+            "INSERT INTO entities (kind, id) VALUES ('contact', $1)",
+            &[&busy.to_string()],
+        )
+        .await
+        .expect("entity row");
+    let holding = holder.transaction().await.expect("begin");
+    holding
+        .execute(
+            "SELECT 1 FROM entities WHERE kind = 'contact' AND id = $1 FOR UPDATE",
+            &[&busy.to_string()],
+        )
+        .await
+        .expect("lock");
+
+    let (results, stats) = store
+        .apply_batch(&batch, ApplyOptions::default(), Duration::from_secs(10))
+        .await;
+    // The free contact commits at once; the busy one's two deliveries are put off, then wait in
+    // a transaction of their own, time out on the lock, are split, and each comes back failed —
+    // retryable, so the worker sends it to a retry tier.
+    assert!(results[0].failed.is_none());
+    assert_eq!(results[0].reports[0].outcome, Outcome::Applied);
+    for result in &results[1..] {
+        let (_, error) = result
+            .failed
+            .clone()
+            .expect("the busy entity's deliveries failed");
+        assert_eq!(error.code(), Some("55P03"), "lock timeout: {error}");
+        assert!(error.is_retryable());
+    }
+    // Put off twice (after the free one's commit, once more without waiting; then, nothing
+    // being free, they wait), and one split of the waiting pair.
+    assert_eq!(stats.deferred, 4);
+    assert_eq!(stats.splits, 1);
+    assert_eq!(stats.commits, 2, "the free contact's, and the empty try");
+
+    // Once the holder is gone, the same deliveries apply, in order.
+    holding.rollback().await.expect("release");
+    let (results, _) = store
+        .apply_batch(&batch[1..], ApplyOptions::default(), Duration::from_secs(10))
+        .await;
+    assert!(results.iter().all(|r| r.failed.is_none()));
+    let name: String = db
+        .client()
+        .await
+        .query_one(
+            "SELECT first_name FROM contacts WHERE spark_id = $1",
+            &[&busy.to_string()],
+        )
+        .await
+        .expect("contact")
+        .get(0);
+    assert_eq!(name, "Second", "the newer snapshot wins");
+    drop(holder);
+    db.drop_database().await;
+}
+
+#[tokio::test]
 async fn a_worker_batch_with_a_malformed_a_refused_a_parked_and_a_prerequisite_delivery_settles_each() {
     let world = World::new("wb-worker-mixed").await;
     // A backlog of such groups, so that batches of several deliveries form.

@@ -162,7 +162,10 @@ mod tests {
         metrics::histogram!("intake_test_handle_seconds").record(0.003);
         metrics::histogram!("intake_test_batch_size", "consumer" => "worker").record(3.0);
         let text = handle.render();
-        assert!(text.contains("intake_test_handle_seconds_bucket{le=\"0.005\"} 1"), "{text}");
+        assert!(
+            text.contains("intake_test_handle_seconds_bucket{le=\"0.005\"} 1"),
+            "{text}"
+        );
         assert!(
             text.contains("intake_test_batch_size_bucket{consumer=\"worker\",le=\"4\"} 1"),
             "{text}"

@@ -206,9 +206,10 @@ impl Store {
             failed: None,
         };
         for (index, event) in delivery.events.iter().enumerate() {
-            let applied = tokio::time::timeout(attempt_timeout, self.apply(delivery.envelope, event, options))
-                .await
-                .unwrap_or(Err(StoreError::Timeout));
+            let applied =
+                tokio::time::timeout(attempt_timeout, self.apply(delivery.envelope, event, options))
+                    .await
+                    .unwrap_or(Err(StoreError::Timeout));
             match applied {
                 Ok(report) => result.reports.push(report),
                 Err(e) => {
@@ -264,7 +265,9 @@ impl Store {
             let id: &str = row.get(1);
             // Back to the event's own reference; a row we did not ask for cannot come back.
             let Some((key, entity)) = distinct.iter().find(|((k, i), _)| *k == kind && i == id) else {
-                return Err(StoreError::Corrupt("entity lock returned an entity not asked for".into()));
+                return Err(StoreError::Corrupt(
+                    "entity lock returned an entity not asked for".into(),
+                ));
             };
             entities.insert(
                 key.clone(),

@@ -12,7 +12,8 @@
 //! ```
 //! Settings: `BENCH_GROUPS` (default 2000; 13 events each), `BENCH_CONCURRENCY` (transactions at
 //! once per worker, default 8), `BENCH_BATCH_SIZE` (default 32), `BENCH_ROUNDS` (3),
-//! `BENCH_PHASES` (default `raw,1,2,single,latency`), `BENCH_LATENCY_SECS` (20).
+//! `BENCH_PHASES` (default `raw,1,2,single,latency`), `BENCH_LATENCY_SECS` (20),
+//! `BENCH_LATENCY_RATE` (default: half the 1-worker peak of the run).
 #![forbid(unsafe_code)]
 
 use std::process::{Child, Command, Stdio};
@@ -737,8 +738,10 @@ async fn main() -> anyhow::Result<()> {
     let raw_medians: Vec<f64> = raws.iter_mut().map(|v| median(v)).collect();
     let raw_best = raw_medians.iter().copied().fold(f64::NAN, f64::max);
     let (one, two, one_by_one) = (median(&mut ones), median(&mut twos), median(&mut singles));
-    let latency = if run("latency") && one.is_finite() {
-        let l = latency(&envelopes, one / 2.0, latency_secs, batched).await?;
+    // `BENCH_LATENCY_RATE` fixes the load (e.g. to compare batch sizes at one rate).
+    let latency_rate: f64 = env_or("BENCH_LATENCY_RATE", one / 2.0);
+    let latency = if run("latency") && latency_rate.is_finite() {
+        let l = latency(&envelopes, latency_rate, latency_secs, batched).await?;
         eprintln!(
             "latency at {:.0}/s: p50 {:.1} ms, p99 {:.1} ms, {:.1} % within 50 ms",
             l.rate,
