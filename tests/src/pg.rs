@@ -33,6 +33,23 @@ impl TestDb {
             .await;
     }
 
+    /// A store on it with the test keys, migrated.
+    pub async fn migrated_store(
+        &self,
+        connections: usize,
+        timeout: std::time::Duration,
+    ) -> intake_store::Store {
+        let store = intake_store::Store::new(&intake_store::StoreConfig::new(
+            self.url.clone(),
+            crate::test_keys(),
+            connections,
+            timeout,
+        ))
+        .expect("store");
+        store.migrate().await.expect("migrate");
+        store
+    }
+
     /// A client connected directly (its connection task is spawned).
     pub async fn client(&self) -> Client {
         connect(&self.url).await

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use intake_core::{Envelope, Provider};
 use intake_it::pg::{TestDb, fresh_database};
-use intake_store::{ApplyOptions, Store, StoreConfig};
+use intake_store::{ApplyOptions, Store};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};
@@ -30,15 +30,7 @@ fn cases() -> u32 {
 }
 
 async fn store(db: &TestDb) -> Store {
-    let store = Store::new(&StoreConfig::new(
-        db.url.clone(),
-        intake_it::test_keys(),
-        4,
-        Duration::from_secs(10),
-    ))
-    .expect("store");
-    store.migrate().await.expect("migrate");
-    store
+    db.migrated_store(4, Duration::from_secs(10)).await
 }
 
 fn runner() -> TestRunner {

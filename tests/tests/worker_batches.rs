@@ -14,7 +14,7 @@ use bytes::Bytes;
 use intake_core::{Envelope, Provider};
 use intake_it::pg::{TestDb, fresh_database};
 use intake_it::{TcpProxy, wait_until};
-use intake_providers::fixtures;
+use intake_providers::{DecodedEvent, fixtures};
 use intake_store::{ApplyOptions, BatchDelivery, Outcome, Store, StoreConfig};
 use intake_worker::Hooks;
 use worker_support::World;
@@ -73,16 +73,24 @@ fn policy_events(app: usize) -> Vec<String> {
     .collect()
 }
 
+fn decode_all(envelopes: &[Envelope]) -> Vec<Vec<DecodedEvent>> {
+    envelopes
+        .iter()
+        .map(|e| intake_providers::decode(e).expect("decodes"))
+        .collect()
+}
+
+/// The batch `Store::apply_batch` takes: each envelope with its decoded events.
+fn batch_of<'a>(envelopes: &'a [Envelope], decoded: &'a [Vec<DecodedEvent>]) -> Vec<BatchDelivery<'a>> {
+    envelopes
+        .iter()
+        .zip(decoded)
+        .map(|(envelope, events)| BatchDelivery { envelope, events })
+        .collect()
+}
+
 async fn store(db: &TestDb) -> Store {
-    let store = Store::new(&StoreConfig::new(
-        db.url.clone(),
-        intake_it::test_keys(),
-        4,
-        Duration::from_secs(5),
-    ))
-    .expect("store");
-    store.migrate().await.expect("migrate");
-    store
+    db.migrated_store(4, Duration::from_secs(5)).await
 }
 
 async fn metrics_text(addr: std::net::SocketAddr) -> String {
@@ -215,15 +223,8 @@ async fn a_batch_holding_a_refused_event_a_parked_event_and_its_prerequisite_set
         .collect();
     // The first delivery once more, as a redelivery in the same batch.
     envelopes.push(envelopes[0].clone());
-    let decoded: Vec<_> = envelopes
-        .iter()
-        .map(|e| intake_providers::decode(e).expect("decodes"))
-        .collect();
-    let batch: Vec<BatchDelivery<'_>> = envelopes
-        .iter()
-        .zip(&decoded)
-        .map(|(envelope, events)| BatchDelivery { envelope, events })
-        .collect();
+    let decoded = decode_all(&envelopes);
+    let batch = batch_of(&envelopes, &decoded);
 
     let (results, stats) = store
         .apply_batch(&batch, ApplyOptions::default(), Duration::from_secs(10))
@@ -302,15 +303,8 @@ async fn deliveries_of_a_busy_entity_are_deferred_then_split_on_lock_timeouts_an
     .into_iter()
     .map(|b| Envelope::new("ep", Provider::Spark, vec![], Bytes::from(b)))
     .collect();
-    let decoded: Vec<_> = envelopes
-        .iter()
-        .map(|e| intake_providers::decode(e).expect("decodes"))
-        .collect();
-    let batch: Vec<BatchDelivery<'_>> = envelopes
-        .iter()
-        .zip(&decoded)
-        .map(|(envelope, events)| BatchDelivery { envelope, events })
-        .collect();
+    let decoded = decode_all(&envelopes);
+    let batch = batch_of(&envelopes, &decoded);
 
     // Another session holds the busy contact's entity row.
     let mut holder = db.client().await;

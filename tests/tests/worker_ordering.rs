@@ -10,20 +10,12 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use intake_core::{Envelope, Provider};
 use intake_it::pg::{TestDb, fresh_database};
 use intake_providers::fixtures;
-use intake_store::{ApplyOptions, ApplyReport, Outcome, Store, StoreConfig};
+use intake_store::{ApplyOptions, ApplyReport, Outcome, Store};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 async fn store(db: &TestDb) -> Store {
-    let store = Store::new(&StoreConfig::new(
-        db.url.clone(),
-        intake_it::test_keys(),
-        8,
-        Duration::from_secs(5),
-    ))
-    .expect("store");
-    store.migrate().await.expect("migrate");
-    store
+    db.migrated_store(8, Duration::from_secs(5)).await
 }
 
 fn envelope(provider: Provider, body: impl Into<String>) -> Envelope {

@@ -15,21 +15,13 @@ use intake_core::{Envelope, Provider};
 use intake_it::pg::TestDb;
 use intake_it::wait_until;
 use intake_providers::fixtures;
-use intake_store::{ApplyOptions, DeadLetter, Outcome, Retained, Store, StoreConfig};
+use intake_store::{ApplyOptions, DeadLetter, Outcome, Retained, Store};
 use worker_support::World;
 
 const DAY: Duration = Duration::from_secs(86_400);
 
 async fn store(db: &TestDb) -> Store {
-    let store = Store::new(&StoreConfig::new(
-        db.url.clone(),
-        intake_it::test_keys(),
-        4,
-        Duration::from_secs(10),
-    ))
-    .expect("store");
-    store.migrate().await.expect("migrate");
-    store
+    db.migrated_store(4, Duration::from_secs(10)).await
 }
 
 /// A Spark contact snapshot of contact `id`, received `age` ago.

@@ -11,15 +11,7 @@ use intake_providers::fixtures;
 use intake_store::{ApplyOptions, Outcome, Store, StoreConfig};
 
 async fn store(db: &TestDb) -> Store {
-    let store = Store::new(&StoreConfig::new(
-        db.url.clone(),
-        intake_it::test_keys(),
-        8,
-        Duration::from_secs(5),
-    ))
-    .expect("store");
-    store.migrate().await.expect("migrate");
-    store
+    db.migrated_store(8, Duration::from_secs(5)).await
 }
 
 fn envelope(provider: Provider, body: String) -> Envelope {

@@ -205,19 +205,13 @@ async fn scrape(port: u16) -> String {
 /// Deliveries finished (every outcome that ends a delivery; `released` and `retried` do not).
 async fn finished(ports: &[u16]) -> f64 {
     let mut total = 0.0;
-    for port in ports {
-        for line in scrape(*port).await.lines() {
-            let done = ["applied", "duplicate", "parked", "stale", "dead_lettered"]
-                .iter()
-                .any(|o| line.contains(&format!("outcome=\"{o}\"")));
-            if line.starts_with("intake_worker_events_total") && done {
-                total += line
-                    .rsplit(' ')
-                    .next()
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .unwrap_or(0.0);
-            }
-        }
+    for outcome in ["applied", "duplicate", "parked", "stale", "dead_lettered"] {
+        total += metric_sum(
+            ports,
+            "intake_worker_events_total",
+            &format!("outcome=\"{outcome}\""),
+        )
+        .await;
     }
     total
 }
