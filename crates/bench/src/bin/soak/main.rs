@@ -354,9 +354,12 @@ async fn run(
         ("INTAKE_CONFIRM_TIMEOUT_MS", "3000".to_owned()),
         ("INTAKE_SHUTDOWN_GRACE_SECS", "15".to_owned()),
     ]);
-    // Small pools: Postgres here allows 100 connections, shared with other test runs.
+    // Small pools: Postgres here allows 100 connections, shared with other test runs. Two batch
+    // transactions of up to 32 deliveries: 64 deliveries in flight per worker, so that a database
+    // stall fails (and sends to a retry tier) about as many deliveries as the one-by-one worker's
+    // 12 did per second of stall, not 384.
     let worker_env = pairs(&[
-        ("INTAKE_CONCURRENCY", "12".to_owned()),
+        ("INTAKE_CONCURRENCY", "2".to_owned()),
         ("INTAKE_PREFETCH", "100".to_owned()),
         ("INTAKE_DB_POOL_SIZE", "14".to_owned()),
         ("INTAKE_DB_TIMEOUT_MS", "5000".to_owned()),
