@@ -78,6 +78,9 @@ impl World {
     }
 
     pub async fn start_worker_with(&self, config: WorkerConfig, hooks: Hooks) -> RunningWorker {
+        if std::env::var_os("INTAKE_TEST_LOG").is_some() {
+            intake_telemetry::init_tracing();
+        }
         let listener = tokio::net::TcpListener::bind(config.listen_addr)
             .await
             .expect("bind");

@@ -56,7 +56,8 @@ struct Waiting {
 
 impl ConsumerRuntime {
     /// Consumes until `shutdown` is cancelled, handing deliveries to `handler` in batches (up to
-    /// `batching.at_once` batches at once); returns once every delivery taken is settled. The
+    /// `batching.at_once` batches at once); returns once every delivery taken is settled — on
+    /// shutdown, running batches finish and deliveries not yet in a batch are handed back. The
     /// consumer's concurrency should be [`Batching::deliveries_in_flight`].
     pub async fn run_batched<H: BatchHandler>(
         &self,
@@ -73,6 +74,14 @@ impl ConsumerRuntime {
                 (self.clone(), handler.clone(), receiver.clone(), shutdown.clone());
             batchers.spawn(async move {
                 while let Some(batch) = next_batch(&receiver, batching).await {
+                    if stop.is_cancelled() {
+                        // Shutting down: deliveries not started yet go back to the broker at once,
+                        // so that the batches already running finish and ack within the grace.
+                        for waiting in batch {
+                            let _ = waiting.reply.send(Disposition::Requeue);
+                        }
+                        continue;
+                    }
                     runtime.handle_batch(&*handler, batch, &stop).await;
                 }
             });

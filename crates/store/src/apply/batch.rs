@@ -122,18 +122,20 @@ struct Attempt {
 impl Store {
     /// Applies `deliveries` in as few transactions as possible, each event under its own
     /// savepoint (see the module), and in order for each entity. Returns one result per delivery,
-    /// in order. `attempt_timeout` bounds each transaction; one that runs over fails every
-    /// delivery in it with [`StoreError::Timeout`].
+    /// in order. `step_timeout` bounds each step of a transaction — taking a connection and
+    /// locking, each event, saving and committing — so a stalled database is noticed within it
+    /// while a big batch that keeps making progress is not cut off; a step that runs over fails
+    /// every delivery of its transaction with [`StoreError::Timeout`].
     pub async fn apply_batch(
         &self,
         deliveries: &[BatchDelivery<'_>],
         options: ApplyOptions,
-        attempt_timeout: Duration,
+        step_timeout: Duration,
     ) -> (Vec<DeliveryResult>, BatchStats) {
         if let [alone] = deliveries {
             // One delivery (a quiet queue, or INTAKE_BATCH_SIZE=1): the one-event transaction,
             // which needs no savepoint and locks its entity by waiting.
-            let result = self.apply_alone(alone, options, attempt_timeout).await;
+            let result = self.apply_alone(alone, options, step_timeout).await;
             let stats = BatchStats {
                 commits: result.reports.len(),
                 ..BatchStats::default()
@@ -146,12 +148,10 @@ impl Store {
         let mut pending: Vec<(Vec<usize>, Locking)> = Vec::new();
         pending.push(((0..deliveries.len()).collect(), Locking::SkipBusy));
         while let Some((items, locking)) = pending.pop() {
-            let attempt = tokio::time::timeout(
-                attempt_timeout,
-                self.apply_in_one_transaction(deliveries, &items, options, locking),
-            )
-            .await
-            .unwrap_or(Err(StoreError::Timeout));
+            // Boxed: one transaction's state machine is large (16 KiB) to keep inside the caller's.
+            let attempt =
+                Box::pin(self.apply_in_one_transaction(deliveries, &items, options, locking, step_timeout))
+                    .await;
             match attempt {
                 Ok(Attempt { applied, deferred }) => {
                     stats.commits += 1;
@@ -199,17 +199,14 @@ impl Store {
         &self,
         delivery: &BatchDelivery<'_>,
         options: ApplyOptions,
-        attempt_timeout: Duration,
+        step_timeout: Duration,
     ) -> DeliveryResult {
         let mut result = DeliveryResult {
             reports: Vec::with_capacity(delivery.events.len()),
             failed: None,
         };
         for (index, event) in delivery.events.iter().enumerate() {
-            let applied =
-                tokio::time::timeout(attempt_timeout, self.apply(delivery.envelope, event, options))
-                    .await
-                    .unwrap_or(Err(StoreError::Timeout));
+            let applied = within(step_timeout, self.apply(delivery.envelope, event, options)).await;
             match applied {
                 Ok(report) => result.reports.push(report),
                 Err(e) => {
@@ -230,6 +227,7 @@ impl Store {
         items: &[usize],
         options: ApplyOptions,
         locking: Locking,
+        step: Duration,
     ) -> Result<Attempt, StoreError> {
         let distinct: BTreeMap<EntityKey, &EntityRef> = items
             .iter()
@@ -241,24 +239,27 @@ impl Store {
             })
             .collect();
         let (kinds, ids): (Vec<&str>, Vec<&str>) = distinct.keys().map(|(k, i)| (*k, i.as_str())).unzip();
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let mut rows = match locking {
-            Locking::SkipBusy => {
-                let lock = tx.prepare_cached(LOCK_FREE_ENTITIES).await?;
-                let mut rows = tx.query(&lock, &[&kinds, &ids]).await?;
-                if rows.len() < kinds.len() {
-                    // Missing or busy: create the missing ones (the busy ones stay out).
-                    let create = tx.prepare_cached(CREATE_MISSING_ENTITIES).await?;
-                    rows.extend(tx.query(&create, &[&kinds, &ids]).await?);
+        let mut client = within(step, self.pool.get()).await?;
+        let tx = within(step, client.transaction()).await?;
+        let lock_phase = async {
+            Ok::<_, StoreError>(match locking {
+                Locking::SkipBusy => {
+                    let lock = tx.prepare_cached(LOCK_FREE_ENTITIES).await?;
+                    let mut rows = tx.query(&lock, &[&kinds, &ids]).await?;
+                    if rows.len() < kinds.len() {
+                        // Missing or busy: create the missing ones (the busy ones stay out).
+                        let create = tx.prepare_cached(CREATE_MISSING_ENTITIES).await?;
+                        rows.extend(tx.query(&create, &[&kinds, &ids]).await?);
+                    }
+                    rows
                 }
-                rows
-            }
-            Locking::Wait => {
-                let lock = tx.prepare_cached(LOCK_ENTITIES).await?;
-                tx.query(&lock, &[&kinds, &ids]).await?
-            }
+                Locking::Wait => {
+                    let lock = tx.prepare_cached(LOCK_ENTITIES).await?;
+                    tx.query(&lock, &[&kinds, &ids]).await?
+                }
+            })
         };
+        let mut rows = within(step, lock_phase).await?;
         let mut entities: HashMap<EntityKey, Locked> = HashMap::with_capacity(rows.len());
         for row in rows.drain(..) {
             let kind: &str = row.get(0);
@@ -310,14 +311,17 @@ impl Store {
             for (event_index, event) in delivery.events.iter().enumerate() {
                 let savepoint = if first { SAVEPOINT } else { NEXT_SAVEPOINT };
                 first = false;
-                let outcome = apply_in_savepoint(
-                    &tx,
-                    self,
-                    savepoint,
-                    delivery.envelope,
-                    event,
-                    options,
-                    &mut entities,
+                let outcome = within(
+                    step,
+                    apply_in_savepoint(
+                        &tx,
+                        self,
+                        savepoint,
+                        delivery.envelope,
+                        event,
+                        options,
+                        &mut entities,
+                    ),
                 )
                 .await?;
                 match outcome {
@@ -333,13 +337,28 @@ impl Store {
         }
         // Every changed entity saved, pipelined (a few at a time, so the writes stay in order).
         let changed: Vec<&Locked> = entities.values().filter(|l| l.changed).collect();
-        for chunk in changed.chunks(16) {
-            for saved in join_all(chunk.iter().map(|l| save_entity(&tx, &l.entity, &l.state))).await {
-                saved?;
+        let save = async {
+            for chunk in changed.chunks(16) {
+                for saved in join_all(chunk.iter().map(|l| save_entity(&tx, &l.entity, &l.state))).await {
+                    saved?;
+                }
             }
-        }
-        tx.commit().await?;
+            Ok::<_, StoreError>(())
+        };
+        within(step, save).await?;
+        within(step, tx.commit()).await?;
         Ok(Attempt { applied, deferred })
+    }
+}
+
+/// `work` within `limit`, or [`StoreError::Timeout`].
+async fn within<T, E: Into<StoreError>>(
+    limit: Duration,
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(limit, work).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(_) => Err(StoreError::Timeout),
     }
 }
 
