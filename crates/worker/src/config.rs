@@ -68,8 +68,9 @@ pub struct WorkerConfig {
     #[arg(long, env = "INTAKE_DB_POOL_SIZE", default_value_t = 12)]
     pub db_pool_size: usize,
 
-    /// Longest time for one batch's transaction, and for getting a connection (milliseconds);
-    /// past it the batch's deliveries are retried.
+    /// Longest time for each step of a batch's transaction — getting a connection and the locks,
+    /// each event, saving and committing (milliseconds); past it the deliveries of that
+    /// transaction are retried.
     #[arg(long, env = "INTAKE_DB_TIMEOUT_MS", default_value_t = 10_000)]
     pub db_timeout_ms: u64,
 
@@ -241,7 +242,7 @@ impl WorkerConfig {
         Duration::from_secs(self.stuck_after_secs)
     }
 
-    /// Deadline of one batch transaction.
+    /// Deadline of each step of a batch transaction.
     pub fn db_timeout(&self) -> Duration {
         Duration::from_millis(self.db_timeout_ms)
     }
