@@ -17,7 +17,7 @@ use intake_it::{TcpProxy, wait_until};
 use intake_providers::{DecodedEvent, fixtures};
 use intake_store::{ApplyOptions, BatchDelivery, Outcome, Store, StoreConfig};
 use intake_worker::Hooks;
-use worker_support::World;
+use worker_support::{World, events_with_outcome, metric_sum};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -93,38 +93,12 @@ async fn store(db: &TestDb) -> Store {
     db.migrated_store(4, Duration::from_secs(5)).await
 }
 
-async fn metrics_text(addr: std::net::SocketAddr) -> String {
-    reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text")
-}
-
-/// Sum of `intake_worker_events_total` samples with this outcome on a worker's `/metrics`.
-async fn events_with_outcome(addr: std::net::SocketAddr, outcome: &str) -> f64 {
-    let label = format!("outcome=\"{outcome}\"");
-    metrics_text(addr)
-        .await
-        .lines()
-        .filter(|l| l.starts_with("intake_worker_events_total") && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Sum and count of the worker's `intake_consumer_batch_size` histogram.
 async fn batch_sizes(addr: std::net::SocketAddr) -> (f64, f64) {
-    let text = metrics_text(addr).await;
-    let value = |name: &str| {
-        text.lines()
-            .filter(|l| l.starts_with(name) && l.contains("consumer=\"worker\""))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>()
-    };
+    let worker = "consumer=\"worker\"";
     (
-        value("intake_consumer_batch_size_sum"),
-        value("intake_consumer_batch_size_count"),
+        metric_sum(addr, "intake_consumer_batch_size_sum", worker).await,
+        metric_sum(addr, "intake_consumer_batch_size_count", worker).await,
     )
 }
 

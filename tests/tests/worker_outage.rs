@@ -12,7 +12,7 @@ use intake_core::Provider;
 use intake_it::{TcpProxy, wait_until};
 use intake_providers::fixtures;
 use intake_worker::Hooks;
-use worker_support::World;
+use worker_support::{World, events_with_outcome};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -20,19 +20,6 @@ fn contact(id: usize) -> Vec<u8> {
     fixtures::SPARK_CONTACT
         .replacen("\"id\": 1234,", &format!("\"id\": {id},"), 1)
         .into_bytes()
-}
-
-/// Sum of `intake_worker_events_total` samples with this outcome on a worker's `/metrics`.
-async fn events_with_outcome(addr: std::net::SocketAddr, outcome: &str) -> f64 {
-    let Ok(response) = reqwest::get(format!("http://{addr}/metrics")).await else {
-        return 0.0;
-    };
-    let text = response.text().await.unwrap_or_default();
-    let label = format!("outcome=\"{outcome}\"");
-    text.lines()
-        .filter(|l| l.starts_with("intake_worker_events_total") && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test]

@@ -173,3 +173,26 @@ impl World {
         self.db.drop_database().await;
     }
 }
+
+/// Sum of the samples of metric `name` whose labels contain `label` on a worker's `/metrics`
+/// (0 when it cannot be read).
+pub async fn metric_sum(addr: SocketAddr, name: &str, label: &str) -> f64 {
+    let Ok(response) = reqwest::get(format!("http://{addr}/metrics")).await else {
+        return 0.0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Sum of `intake_worker_events_total` samples with this outcome on a worker's `/metrics`.
+pub async fn events_with_outcome(addr: SocketAddr, outcome: &str) -> f64 {
+    metric_sum(
+        addr,
+        "intake_worker_events_total",
+        &format!("outcome=\"{outcome}\""),
+    )
+    .await
+}

@@ -401,6 +401,15 @@ async fn metric_sum(ports: &[u16], name: &str, filter: &str) -> f64 {
     total
 }
 
+/// Mean deliveries per batch of the workers on `ports`.
+async fn mean_batch(ports: &[u16]) -> f64 {
+    let worker = "consumer=\"worker\"";
+    metric_sum(ports, "intake_consumer_batch_size_sum", worker).await
+        / metric_sum(ports, "intake_consumer_batch_size_count", worker)
+            .await
+            .max(1.0)
+}
+
 /// The cumulative buckets `(le, count)` of histogram `name` summed over `ports`, in order.
 async fn histogram(ports: &[u16], name: &str) -> Vec<(f64, f64)> {
     let mut buckets: Vec<(f64, f64)> = Vec::new();
@@ -514,10 +523,7 @@ async fn through_workers(
     let rss: Vec<f64> = pids.iter().filter_map(|pid| peak_rss_mib(*pid)).collect();
     let batches = histogram(&ports, "intake_consumer_batch_size").await;
     let batch_count = batches.last().map(|b| b.1).unwrap_or(0.0).max(1.0);
-    let mean_batch = metric_sum(&ports, "intake_consumer_batch_size_sum", "consumer=\"worker\"").await
-        / metric_sum(&ports, "intake_consumer_batch_size_count", "consumer=\"worker\"")
-            .await
-            .max(1.0);
+    let mean_batch = mean_batch(&ports).await;
     let mut previous = 0.0;
     let batch_buckets = batches
         .iter()
@@ -619,10 +625,7 @@ async fn latency(
         .find(|(le, _)| (*le - 0.05).abs() < 1e-9)
         .map(|b| b.1)
         .unwrap_or(0.0);
-    let mean_batch = metric_sum(&ports, "intake_consumer_batch_size_sum", "consumer=\"worker\"").await
-        / metric_sum(&ports, "intake_consumer_batch_size_count", "consumer=\"worker\"")
-            .await
-            .max(1.0);
+    let mean_batch = mean_batch(&ports).await;
     let rss = running
         .pids()
         .first()
