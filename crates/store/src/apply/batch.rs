@@ -13,7 +13,7 @@
 //! conflict anyway (deadlock, serialization failure, a lock wait over its bound) rolls the
 //! transaction back and applies it again in halves, down to single deliveries, which then retry.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use deadpool_postgres::Transaction;
@@ -260,12 +260,17 @@ impl Store {
             })
         };
         let mut rows = within(step, lock_phase).await?;
+        // Rows name their entity by text; back to the events' own keys and references.
+        let by_name: HashMap<(&str, &str), (&EntityKey, &&EntityRef)> = distinct
+            .iter()
+            .map(|(key, entity)| ((key.0, key.1.as_str()), (key, entity)))
+            .collect();
         let mut entities: HashMap<EntityKey, Locked> = HashMap::with_capacity(rows.len());
         for row in rows.drain(..) {
             let kind: &str = row.get(0);
             let id: &str = row.get(1);
-            // Back to the event's own reference; a row we did not ask for cannot come back.
-            let Some((key, entity)) = distinct.iter().find(|((k, i), _)| *k == kind && i == id) else {
+            // A row we did not ask for cannot come back.
+            let Some(&(key, entity)) = by_name.get(&(kind, id)) else {
                 return Err(StoreError::Corrupt(
                     "entity lock returned an entity not asked for".into(),
                 ));
@@ -281,7 +286,7 @@ impl Store {
         }
         // A delivery goes now if all its entities are locked and none was left to an earlier
         // delivery put off: per entity, arrival order holds across the transactions.
-        let mut put_off: Vec<EntityKey> = Vec::new();
+        let mut put_off: HashSet<EntityKey> = HashSet::new();
         let mut ready = Vec::with_capacity(items.len());
         let mut deferred = Vec::new();
         for &index in items {
