@@ -72,12 +72,19 @@ const SAVEPOINT: &str = "SAVEPOINT event";
 const NEXT_SAVEPOINT: &str = "RELEASE SAVEPOINT event; SAVEPOINT event";
 const ROLLBACK_TO_SAVEPOINT: &str = "ROLLBACK TO SAVEPOINT event";
 
-/// Locks the entities no other transaction holds, in (kind, id) order, and reads their state;
-/// busy ones — and ones that do not exist yet — are not returned.
+/// Locks the entities no other transaction holds, in the order given, and reads their state;
+/// busy ones — and ones that do not exist yet — are not returned. One primary-key lookup per
+/// entity, on purpose: the join form (`WHERE (kind, id) IN (SELECT … unnest …)`) gets a cached
+/// generic plan while the table is still small — a hash join over a sequential scan of
+/// `entities` — and kept it for the connection's life, scanning the whole table in every batch.
+/// A locking subquery is never flattened into a join, so this plan stays an index lookup.
 const LOCK_FREE_ENTITIES: &str = "
-SELECT kind, id, applied_types, version, version_envelope_id, content_hmac FROM entities
-WHERE (kind, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
-ORDER BY kind, id FOR UPDATE SKIP LOCKED";
+SELECT e.* FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(kind, id, position)
+CROSS JOIN LATERAL (
+    SELECT kind, id, applied_types, version, version_envelope_id, content_hmac FROM entities
+    WHERE entities.kind = k.kind AND entities.id = k.id
+    FOR UPDATE SKIP LOCKED) AS e
+ORDER BY k.position";
 
 /// Creates the entities that do not exist, in (kind, id) order; the rows returned are new, so
 /// ours. An existing row, locked or not, is left alone without waiting; only another
