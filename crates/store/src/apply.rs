@@ -192,7 +192,16 @@ impl Store {
                 .await?;
             return Ok(ApplyReport::only(Outcome::Duplicate));
         }
-        let report = apply_locked(&tx, &self.keys, envelope, event, options, &mut state).await?;
+        let report = apply_locked(
+            &tx,
+            &self.keys,
+            envelope,
+            event,
+            options,
+            &mut state,
+            Bookkeeping::Now,
+        )
+        .await?;
         save_entity(&tx, &event.entity, &state).await?;
         tx.commit().await?;
         Ok(report)
@@ -245,9 +254,86 @@ pub(crate) async fn insert_inbox(
     }
 }
 
+/// Where [`apply_locked`] writes an applied or stale event's raw row and its outbox rows: at once
+/// (one event per transaction), or later, all of a batch transaction's in one multi-row insert
+/// each (group commit: two statements per batch instead of one or more per event).
+pub(crate) enum Bookkeeping<'a> {
+    /// Written by the event's own statements.
+    Now,
+    /// Kept here; the caller inserts them before it commits, and drops them if the event's
+    /// savepoint rolls back.
+    Later(&'a mut LaterWrites),
+}
+
+/// The bookkeeping rows of a batch transaction's events, in event order.
+#[derive(Default)]
+pub(crate) struct LaterWrites {
+    raw: Vec<RawRow>,
+    /// `(contact_id, envelope_id)`: one `contacts.changed` outbox row each, in this order.
+    outbox: Vec<(String, Uuid)>,
+}
+
+const INSERT_RAW_ROWS: &str = "
+INSERT INTO raw_events (envelope_id, endpoint, provider, received_at, headers, body)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::jsonb[], $6::bytea[])
+ON CONFLICT (envelope_id) DO NOTHING";
+
+const INSERT_OUTBOX_ROWS: &str = "
+INSERT INTO outbox (topic, contact_id, envelope_id)
+SELECT 'contacts.changed', contact_id, envelope_id
+FROM unnest($1::text[], $2::uuid[]) WITH ORDINALITY AS o(contact_id, envelope_id, position)
+ORDER BY position";
+
+impl LaterWrites {
+    /// Adds `other`'s rows after these.
+    pub(crate) fn append(&mut self, mut other: LaterWrites) {
+        self.raw.append(&mut other.raw);
+        self.outbox.append(&mut other.outbox);
+    }
+
+    /// Inserts every row kept, one statement per table, both pipelined.
+    pub(crate) async fn write(self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        let raw_rows = tx.prepare_cached(INSERT_RAW_ROWS).await?;
+        let outbox_rows = tx.prepare_cached(INSERT_OUTBOX_ROWS).await?;
+        let raw = &self.raw;
+        let ids: Vec<Uuid> = raw.iter().map(|r| r.envelope_id).collect();
+        let endpoints: Vec<&str> = raw.iter().map(|r| r.endpoint.as_str()).collect();
+        let providers: Vec<&str> = raw.iter().map(|r| r.provider).collect();
+        let received: Vec<DateTime<Utc>> = raw.iter().map(|r| r.received_at).collect();
+        let headers: Vec<&serde_json::Value> = raw.iter().map(|r| &r.headers).collect();
+        let bodies: Vec<&[u8]> = raw.iter().map(|r| r.body.as_slice()).collect();
+        let (contacts, envelopes): (Vec<&str>, Vec<Uuid>) =
+            self.outbox.iter().map(|(c, e)| (c.as_str(), *e)).unzip();
+        let (raw_written, outbox_written) = join(
+            async {
+                if raw.is_empty() {
+                    return Ok(0);
+                }
+                tx.execute(
+                    &raw_rows,
+                    &[&ids, &endpoints, &providers, &received, &headers, &bodies],
+                )
+                .await
+            },
+            async {
+                if contacts.is_empty() {
+                    return Ok(0);
+                }
+                tx.execute(&outbox_rows, &[&contacts, &envelopes]).await
+            },
+        )
+        .await;
+        raw_written?;
+        outbox_written?;
+        Ok(())
+    }
+}
+
 /// Everything after the inbox row and the entity lock: the ordering rule (park / apply / stale /
 /// duplicate of the current state), the effect, the release of parked successors, the outbox.
-/// Updates `state` in memory; the caller saves it (once per entity and transaction).
+/// Updates `state` in memory; the caller saves it (once per entity and transaction). A parked
+/// event's raw row is written at once whatever `bookkeeping` says, so that a parked event
+/// always finds its body in `raw_events` (a dead letter made from it copies it from there).
 pub(crate) async fn apply_locked(
     tx: &Transaction<'_>,
     keys: &Keyring,
@@ -255,6 +341,7 @@ pub(crate) async fn apply_locked(
     event: &DecodedEvent,
     options: ApplyOptions,
     state: &mut EntityState,
+    mut bookkeeping: Bookkeeping<'_>,
 ) -> Result<ApplyReport, StoreError> {
     let mode = match &event.ordering {
         Ordering::Apply => Mode::Apply,
@@ -302,15 +389,23 @@ pub(crate) async fn apply_locked(
             }
         }
     };
-    // The raw event and the effect's first statements leave in one write (Postgres runs them in
-    // order); the first error is the one to report.
-    let (raw, effected) = join(
-        insert_raw(tx, keys, envelope),
-        effects::apply(tx, keys, event, envelope.id, mode),
-    )
-    .await;
-    raw?;
-    let effected = effected?;
+    let effected = match &mut bookkeeping {
+        // The raw event and the effect's first statements leave in one write (Postgres runs
+        // them in order); the first error is the one to report.
+        Bookkeeping::Now => {
+            let (raw, effected) = join(
+                insert_raw(tx, keys, envelope),
+                effects::apply(tx, keys, event, envelope.id, mode),
+            )
+            .await;
+            raw?;
+            effected?
+        }
+        Bookkeeping::Later(later) => {
+            later.raw.push(RawRow::sealed(keys, envelope));
+            effects::apply(tx, keys, event, envelope.id, mode).await?
+        }
+    };
     let mut changed_contacts = effected.contacts;
     let outcome = if effected.changed {
         Outcome::Applied
@@ -329,6 +424,19 @@ pub(crate) async fn apply_locked(
             changed_contacts: &mut changed_contacts,
         };
         release(tx, keys, event, state, &mut out).await?;
+    }
+    if let Bookkeeping::Later(later) = bookkeeping {
+        later
+            .outbox
+            .extend(changed_contacts.into_iter().map(|contact| (contact, envelope.id)));
+        if outcome != Outcome::Applied {
+            set_outcome(tx, &envelope.endpoint, &event.dedupe_key, outcome.as_str()).await?;
+        }
+        return Ok(ApplyReport {
+            outcome,
+            released,
+            parked_dead_letters,
+        });
     }
     // Outbox rows and the outcome: independent writes, pipelined.
     let outbox = tx
@@ -362,6 +470,30 @@ pub(crate) async fn apply_locked(
     })
 }
 
+/// An envelope as received, its body sealed: a `raw_events` row.
+struct RawRow {
+    envelope_id: Uuid,
+    endpoint: String,
+    provider: &'static str,
+    received_at: DateTime<Utc>,
+    headers: serde_json::Value,
+    body: Vec<u8>,
+}
+
+impl RawRow {
+    fn sealed(keys: &Keyring, envelope: &Envelope) -> RawRow {
+        let id = envelope.id.to_string();
+        RawRow {
+            envelope_id: envelope.id,
+            endpoint: envelope.endpoint.clone(),
+            provider: envelope.provider.as_str(),
+            received_at: envelope.received_at,
+            headers: serde_json::to_value(&envelope.headers).unwrap_or_default(),
+            body: keys.seal(&envelope.body, &Place::new(BODY, &[&id])),
+        }
+    }
+}
+
 /// Keeps the envelope as received (audit and replay), its body sealed. Not for a duplicate: its
 /// body is already kept under the envelope that set the current state.
 async fn insert_raw(tx: &Transaction<'_>, keys: &Keyring, envelope: &Envelope) -> Result<(), StoreError> {
@@ -371,18 +503,16 @@ async fn insert_raw(tx: &Transaction<'_>, keys: &Keyring, envelope: &Envelope) -
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (envelope_id) DO NOTHING",
         )
         .await?;
-    let headers = serde_json::to_value(&envelope.headers).unwrap_or_default();
-    let id = envelope.id.to_string();
-    let body = keys.seal(&envelope.body, &Place::new(BODY, &[&id]));
+    let row = RawRow::sealed(keys, envelope);
     tx.execute(
         &raw,
         &[
-            &envelope.id,
-            &envelope.endpoint,
-            &envelope.provider.as_str(),
-            &envelope.received_at,
-            &headers,
-            &body,
+            &row.envelope_id,
+            &row.endpoint,
+            &row.provider,
+            &row.received_at,
+            &row.headers,
+            &row.body,
         ],
     )
     .await?;

@@ -22,7 +22,8 @@ use intake_core::Envelope;
 use intake_providers::{DecodedEvent, EntityRef};
 
 use super::{
-    ApplyOptions, ApplyReport, COUNT_DUPLICATE, EntityState, Outcome, apply_locked, insert_inbox, save_entity,
+    ApplyOptions, ApplyReport, Bookkeeping, COUNT_DUPLICATE, EntityState, LaterWrites, Outcome, apply_locked,
+    insert_inbox, save_entity,
 };
 use crate::{Store, StoreError};
 
@@ -177,14 +178,23 @@ impl Store {
                         pending.push((deferred, next));
                     }
                 }
-                // A lock wait over the statement's bound is a conflict too, here.
-                Err(e) if (e.is_conflict() || e.code() == Some("57014")) && items.len() > 1 => {
+                // A lock wait over the statement's bound is a conflict too, here. A permanent
+                // error of the whole transaction (a kept row or an entity save refused) is one
+                // delivery's: halves find it without failing the others.
+                Err(e) if splits_apart(&e) && items.len() > 1 => {
                     stats.splits += 1;
                     tracing::debug!(error = %e, deliveries = items.len(), "batch conflicted; applying it in halves");
                     let right = items[items.len() / 2..].to_vec();
                     let left = items[..items.len() / 2].to_vec();
                     pending.push((right, locking));
                     pending.push((left, locking));
+                }
+                Err(e) if !e.is_retryable() && items.len() == 1 => {
+                    // Alone and still refused: event by event, each statement written at once,
+                    // so the failure lands on the event that caused it.
+                    let index = items[0];
+                    let alone = self.apply_alone(&deliveries[index], options, step_timeout).await;
+                    results[index] = Some(alone);
                 }
                 Err(e) => {
                     for index in items {
@@ -313,6 +323,8 @@ impl Store {
             }
         }
         let mut applied = Vec::with_capacity(ready.len());
+        // Raw rows and outbox rows of the events whose savepoints held, inserted before commit.
+        let mut later = LaterWrites::default();
         let mut first = true;
         for index in ready {
             let delivery = &deliveries[index];
@@ -337,7 +349,10 @@ impl Store {
                 )
                 .await?;
                 match outcome {
-                    Ok(report) => result.reports.push(report),
+                    Ok((report, writes)) => {
+                        later.append(writes);
+                        result.reports.push(report);
+                    }
                     Err(e) if e.is_conflict() => return Err(e),
                     Err(e) => {
                         result.failed = Some((event_index, e));
@@ -347,9 +362,11 @@ impl Store {
             }
             applied.push((index, result));
         }
-        // Every changed entity saved, pipelined (a few at a time, so the writes stay in order).
+        // The kept rows, then every changed entity saved, pipelined (a few at a time, so the
+        // writes stay in order).
         let changed: Vec<&Locked> = entities.values().filter(|l| l.changed).collect();
         let save = async {
+            later.write(&tx).await?;
             for chunk in changed.chunks(16) {
                 for saved in join_all(chunk.iter().map(|l| save_entity(&tx, &l.entity, &l.state))).await {
                     saved?;
@@ -361,6 +378,13 @@ impl Store {
         within(step, tx.commit()).await?;
         Ok(Attempt { applied, deferred })
     }
+}
+
+/// Whether a failed batch transaction is applied again in halves: a conflict with another
+/// transaction, a lock wait over its bound (57014), or a permanent refusal; not a broken
+/// connection or a timeout, which halves would only meet again.
+fn splits_apart(error: &StoreError) -> bool {
+    error.is_conflict() || error.code() == Some("57014") || !error.is_retryable()
 }
 
 /// `work` within `limit`, or [`StoreError::Timeout`].
@@ -383,7 +407,7 @@ struct Locked {
 
 /// One event under its savepoint. The outer `Result` is the transaction's (a savepoint statement
 /// failed: the whole attempt is lost); the inner one is the event's (rolled back to its savepoint,
-/// the transaction goes on).
+/// the transaction goes on) and, when it held, the raw and outbox rows it leaves to the caller.
 async fn apply_in_savepoint(
     tx: &Transaction<'_>,
     store: &Store,
@@ -392,7 +416,7 @@ async fn apply_in_savepoint(
     event: &DecodedEvent,
     options: ApplyOptions,
     entities: &mut HashMap<EntityKey, Locked>,
-) -> Result<Result<ApplyReport, StoreError>, StoreError> {
+) -> Result<Result<(ApplyReport, LaterWrites), StoreError>, StoreError> {
     // Pipelined: the savepoint statement and the inbox insert leave in one write; Postgres runs
     // them in order. A failed savepoint statement aborts the transaction and is returned first.
     let (opened, inserted) = join(tx.batch_execute(savepoint), insert_inbox(tx, envelope, event)).await;
@@ -405,11 +429,14 @@ async fn apply_in_savepoint(
                     "event of an entity the batch did not lock".into(),
                 ));
             };
-            // Applied to a copy: if the savepoint rolls back, the state stays as it was.
+            // Applied to a copy: if the savepoint rolls back, the state stays as it was, and so
+            // do the rows kept for later.
             let mut state = entity.state.clone();
-            apply_locked(tx, &store.keys, envelope, event, options, &mut state)
+            let mut writes = LaterWrites::default();
+            let bookkeeping = Bookkeeping::Later(&mut writes);
+            apply_locked(tx, &store.keys, envelope, event, options, &mut state, bookkeeping)
                 .await
-                .map(|report| (report, state))
+                .map(|report| (report, state, writes))
         }
         Ok(false) => {
             // Seen before: undo the failed insert, count the re-delivery on the row that has it.
@@ -417,17 +444,20 @@ async fn apply_in_savepoint(
             let count = tx.prepare_cached(COUNT_DUPLICATE).await?;
             tx.execute(&count, &[&envelope.endpoint, &event.dedupe_key])
                 .await?;
-            return Ok(Ok(ApplyReport::only(Outcome::Duplicate)));
+            return Ok(Ok((
+                ApplyReport::only(Outcome::Duplicate),
+                LaterWrites::default(),
+            )));
         }
         Err(e) => Err(e),
     };
     match applied {
-        Ok((report, state)) => {
+        Ok((report, state, writes)) => {
             if let Some(entity) = entities.get_mut(&key) {
                 entity.state = state;
                 entity.changed = true;
             }
-            Ok(Ok(report))
+            Ok(Ok((report, writes)))
         }
         Err(e) => {
             tx.batch_execute(ROLLBACK_TO_SAVEPOINT).await?;
