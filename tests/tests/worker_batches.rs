@@ -262,6 +262,64 @@ async fn a_batch_holding_a_refused_event_a_parked_event_and_its_prerequisite_set
 }
 
 #[tokio::test]
+async fn a_key_whose_event_failed_in_a_batch_is_applied_by_a_later_event_of_the_same_batch() {
+    // The batch takes every inbox key in one statement before applying any event; a failed
+    // event gives its key back, so a later event with the same key is applied, as one by one.
+    let db = fresh_database("wb-giveback").await;
+    let store = store(&db).await;
+    let envelopes: Vec<Envelope> = [
+        contact_postgres_refuses(602),
+        contact(604, "Other"),
+        contact(602, "Fixed"),
+    ]
+    .into_iter()
+    .map(|b| Envelope::new("ep", Provider::Spark, vec![], Bytes::from(b)))
+    .collect();
+    let mut decoded = decode_all(&envelopes);
+    // The provider's retry of the refused event, under the same key, with a body we can store.
+    let refused_key = decoded[0][0].dedupe_key.clone();
+    decoded[2][0].dedupe_key = refused_key.clone();
+    let batch = batch_of(&envelopes, &decoded);
+
+    let (results, stats) = store
+        .apply_batch(&batch, ApplyOptions::default(), Duration::from_secs(10))
+        .await;
+    assert_eq!(stats.commits, 1, "one transaction for the whole batch");
+    let (_, error) = results[0].failed.clone().expect("the refused contact failed");
+    assert_eq!(error.code(), Some("22021"));
+    for i in [1, 2] {
+        assert!(
+            results[i].failed.is_none(),
+            "delivery {i}: {:?}",
+            results[i].failed
+        );
+        assert_eq!(results[i].reports[0].outcome, Outcome::Applied, "delivery {i}");
+    }
+    let c = db.client().await;
+    let row = c
+        .query_one(
+            "SELECT envelope_id, duplicates FROM inbox WHERE dedupe_key = $1",
+            &[&refused_key],
+        )
+        .await
+        .expect("the retried key has its row");
+    assert_eq!(
+        row.get::<_, uuid::Uuid>(0),
+        envelopes[2].id,
+        "the row is the retry's"
+    );
+    assert_eq!(row.get::<_, i32>(1), 0, "the retry is no duplicate");
+    let first_name: String = c
+        .query_one("SELECT first_name FROM contacts WHERE spark_id = '602'", &[])
+        .await
+        .expect("the retry's contact is stored")
+        .get(0);
+    assert_eq!(first_name, "Fixed");
+    drop(c);
+    db.drop_database().await;
+}
+
+#[tokio::test]
 async fn deliveries_of_a_busy_entity_are_deferred_then_split_on_lock_timeouts_and_never_dropped() {
     let db = fresh_database("wb-busy").await;
     let mut config = StoreConfig::new(db.url.clone(), intake_it::test_keys(), 4, Duration::from_secs(5));

@@ -217,6 +217,15 @@ INSERT INTO inbox (endpoint, dedupe_key, envelope_id, provider, event_type, enti
                    received_at, occurred_at, outcome, field_issues)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'applied', $10)";
 
+/// The inbox's `field_issues` of an event: pointers and expected types only (never a value), NULL
+/// when every field was readable.
+pub(crate) fn field_issues_json(event: &DecodedEvent) -> Result<Option<serde_json::Value>, StoreError> {
+    (!event.field_issues.is_empty())
+        .then(|| serde_json::to_value(&event.field_issues))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
 /// Inserts the event's inbox row (outcome `applied` until said otherwise): `false` when its key
 /// is already there (SQLSTATE 23505), which aborts the (sub)transaction — the caller rolls back.
 pub(crate) async fn insert_inbox(
@@ -225,11 +234,7 @@ pub(crate) async fn insert_inbox(
     event: &DecodedEvent,
 ) -> Result<bool, StoreError> {
     let insert = tx.prepare_cached(INSERT_INBOX).await?;
-    // Pointers and expected types only (never a value): NULL when every field was readable.
-    let field_issues = (!event.field_issues.is_empty())
-        .then(|| serde_json::to_value(&event.field_issues))
-        .transpose()
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let field_issues = field_issues_json(event)?;
     let inserted = tx
         .execute(
             &insert,

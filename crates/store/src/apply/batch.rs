@@ -3,19 +3,21 @@
 //!
 //! The promises of [`Store::apply`] hold event by event: the inbox row is the exactly-once guard,
 //! the ordering rule sees the entity's state as the events before it in the batch left it, and
-//! an event that fails rolls back to its savepoint alone. The lock phase takes only the entities
-//! no other transaction holds (`SKIP LOCKED`) and creates the missing ones; deliveries that need a
-//! busy one (and any later delivery of the same entity) go to a following transaction, which waits
-//! for the holders only if nothing at all was free — so batches do not queue behind each other in
-//! convoys. Locks are
-//! always taken in (kind, id) order, and an event's inbox key belongs to one entity, so a batch
-//! holding an entity's lock is the only one that can insert its keys: no cycle of waits. A
-//! conflict anyway (deadlock, serialization failure, a lock wait over its bound) rolls the
-//! transaction back and applies it again in halves, down to single deliveries, which then retry.
+//! an event that fails rolls back to its savepoint alone. The lock phase creates the missing
+//! entities, then takes only those no other transaction holds (`SKIP LOCKED`); deliveries that
+//! need a busy one (and any later delivery of the same entity) go to a following transaction,
+//! which waits for the holders only if nothing at all was free — so batches do not queue behind
+//! each other in convoys. Every wait for an entity happens in one statement that takes them in
+//! (kind, id) order, before the transaction holds any other, and an event's inbox key belongs to
+//! one entity, so a batch holding an entity's lock is the only one that can insert its keys: no
+//! cycle of waits. A conflict anyway (deadlock, serialization failure, a lock wait over its bound)
+//! rolls the transaction back and applies it again in halves, down to single deliveries, which
+//! then retry.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use futures_util::future::{join, join_all};
 use intake_core::Envelope;
@@ -23,7 +25,7 @@ use intake_providers::{DecodedEvent, EntityRef};
 
 use super::{
     ApplyOptions, ApplyReport, Bookkeeping, COUNT_DUPLICATE, EntityState, LaterWrites, Outcome, apply_locked,
-    insert_inbox, save_entity,
+    field_issues_json, insert_inbox, save_entity,
 };
 use crate::{Store, StoreError};
 
@@ -87,15 +89,15 @@ CROSS JOIN LATERAL (
     FOR UPDATE SKIP LOCKED) AS e
 ORDER BY k.position";
 
-/// Creates the entities that do not exist, in (kind, id) order; the rows returned are new, so
-/// ours. An existing row, locked or not, is left alone without waiting; only another
-/// transaction's uncommitted insert of the same entity is waited for (its batch does not wait on
-/// anyone while it holds it).
+/// Creates the entities that do not exist, in (kind, id) order. An existing row, locked or not,
+/// is left alone without waiting; only another transaction's uncommitted insert of the same entity
+/// is waited for — which is why it runs first, while the transaction holds nothing: run after
+/// `LOCK_FREE_ENTITIES`, it waited holding entities that the inserter, locking its own in order,
+/// could be waiting for (a deadlock the two-worker test met).
 const CREATE_MISSING_ENTITIES: &str = "
 INSERT INTO entities (kind, id)
 SELECT kind, id FROM unnest($1::text[], $2::text[]) AS e(kind, id) ORDER BY kind, id
-ON CONFLICT (kind, id) DO NOTHING
-RETURNING kind, id, applied_types, version, version_envelope_id, content_hmac";
+ON CONFLICT (kind, id) DO NOTHING";
 
 /// Locks every entity, creating the missing ones, waiting for their holders, in (kind, id) order
 /// — the same order in every worker, so two waiting batches never wait on each other in a cycle.
@@ -261,14 +263,17 @@ impl Store {
         let lock_phase = async {
             Ok::<_, StoreError>(match locking {
                 Locking::SkipBusy => {
+                    // Pipelined, in this order: the missing ones created (ours, so locked), then
+                    // every free one locked and read — the new ones included, the busy ones not.
+                    let create = tx.prepare_cached(CREATE_MISSING_ENTITIES).await?;
                     let lock = tx.prepare_cached(LOCK_FREE_ENTITIES).await?;
-                    let mut rows = tx.query(&lock, &[&kinds, &ids]).await?;
-                    if rows.len() < kinds.len() {
-                        // Missing or busy: create the missing ones (the busy ones stay out).
-                        let create = tx.prepare_cached(CREATE_MISSING_ENTITIES).await?;
-                        rows.extend(tx.query(&create, &[&kinds, &ids]).await?);
-                    }
-                    rows
+                    let (created, locked) = join(
+                        tx.execute(&create, &[&kinds, &ids]),
+                        tx.query(&lock, &[&kinds, &ids]),
+                    )
+                    .await;
+                    created?;
+                    locked?
                 }
                 Locking::Wait => {
                     let lock = tx.prepare_cached(LOCK_ENTITIES).await?;
@@ -322,6 +327,9 @@ impl Store {
                 deferred.push(index);
             }
         }
+        // Every inbox row of the batch in one statement: the keys it takes are the events to
+        // apply; the others were seen before.
+        let mut inbox = within(step, BatchInbox::insert(&tx, deliveries, &ready)).await?;
         let mut applied = Vec::with_capacity(ready.len());
         // Raw rows and outbox rows of the events whose savepoints held, inserted before commit.
         let mut later = LaterWrites::default();
@@ -333,6 +341,18 @@ impl Store {
                 failed: None,
             };
             for (event_index, event) in delivery.events.iter().enumerate() {
+                let row = inbox.row_of(delivery.envelope, event);
+                if row == InboxRow::Seen {
+                    // A re-delivery: counted on the row that has it, nothing to undo.
+                    let count = tx.prepare_cached(COUNT_DUPLICATE).await?;
+                    within(
+                        step,
+                        tx.execute(&count, &[&delivery.envelope.endpoint, &event.dedupe_key]),
+                    )
+                    .await?;
+                    result.reports.push(ApplyReport::only(Outcome::Duplicate));
+                    continue;
+                }
                 let savepoint = if first { SAVEPOINT } else { NEXT_SAVEPOINT };
                 first = false;
                 let outcome = within(
@@ -345,16 +365,24 @@ impl Store {
                         event,
                         options,
                         &mut entities,
+                        row,
                     ),
                 )
                 .await?;
                 match outcome {
                     Ok((report, writes)) => {
+                        if row == InboxRow::InsertNow {
+                            inbox.taken_again(delivery.envelope, event);
+                        }
                         later.append(writes);
                         result.reports.push(report);
                     }
                     Err(e) if e.is_conflict() => return Err(e),
                     Err(e) => {
+                        // As if the delivery's transaction had rolled back here: no inbox row
+                        // for this event nor for the ones after it, which are not tried.
+                        let untried = &delivery.events[event_index..];
+                        within(step, inbox.give_back(&tx, delivery.envelope, untried)).await?;
                         result.failed = Some((event_index, e));
                         break;
                     }
@@ -405,9 +433,163 @@ struct Locked {
     changed: bool,
 }
 
+/// How an event's inbox row stands when its turn in the batch comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InboxRow {
+    /// The batch's inbox insert took the key for this event.
+    Taken,
+    /// The key was there before this event: a re-delivery.
+    Seen,
+    /// The batch took the key for an earlier event that failed and gave it back: this one
+    /// inserts it itself, under its savepoint, as it would have one event at a time.
+    InsertNow,
+}
+
+/// Inserts every inbox row of a batch transaction at once; a key already there — or twice in the
+/// batch — is left alone (`ON CONFLICT DO NOTHING`), and `RETURNING` tells which event took
+/// which key.
+const INSERT_INBOX_ROWS: &str = "
+INSERT INTO inbox (endpoint, dedupe_key, envelope_id, provider, event_type, entity_kind, entity_id,
+                   received_at, occurred_at, outcome, field_issues)
+SELECT endpoint, dedupe_key, envelope_id, provider, event_type, entity_kind, entity_id, received_at,
+       occurred_at, 'applied', field_issues
+FROM unnest($1::text[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[],
+            $8::timestamptz[], $9::timestamptz[], $10::jsonb[])
+     WITH ORDINALITY AS e(endpoint, dedupe_key, envelope_id, provider, event_type, entity_kind,
+                          entity_id, received_at, occurred_at, field_issues, position)
+ORDER BY position
+ON CONFLICT (endpoint, dedupe_key) DO NOTHING
+RETURNING endpoint, dedupe_key, envelope_id";
+
+const DELETE_INBOX_ROW: &str = "DELETE FROM inbox WHERE endpoint = $1 AND dedupe_key = $2";
+
+/// The inbox keys a batch transaction took, and the ones it gave back.
+struct BatchInbox {
+    /// Key → envelope whose event took it and has not had its turn yet.
+    taken: HashMap<(String, String), uuid::Uuid>,
+    /// Keys the batch took and gave back (their event failed).
+    given_back: HashSet<(String, String)>,
+}
+
+impl BatchInbox {
+    /// Inserts the inbox rows of the events of `ready` (indexes into `deliveries`), in order.
+    async fn insert(
+        tx: &Transaction<'_>,
+        deliveries: &[BatchDelivery<'_>],
+        ready: &[usize],
+    ) -> Result<BatchInbox, StoreError> {
+        let events: Vec<(&Envelope, &DecodedEvent)> = ready
+            .iter()
+            .flat_map(|i| {
+                let delivery = &deliveries[*i];
+                delivery.events.iter().map(move |e| (delivery.envelope, e))
+            })
+            .collect();
+        let mut field_issues = Vec::with_capacity(events.len());
+        for (_, event) in &events {
+            field_issues.push(field_issues_json(event)?);
+        }
+        let endpoints = text_column(&events, |envelope, _| &envelope.endpoint);
+        let keys = text_column(&events, |_, event| &event.dedupe_key);
+        let providers = text_column(&events, |envelope, _| envelope.provider.as_str());
+        let types = text_column(&events, |_, event| &event.event_type);
+        let kinds = text_column(&events, |_, event| event.entity.kind.as_str());
+        let ids = text_column(&events, |_, event| &event.entity.id);
+        let envelope_ids: Vec<uuid::Uuid> = events.iter().map(|(envelope, _)| envelope.id).collect();
+        let received: Vec<DateTime<Utc>> = events.iter().map(|(envelope, _)| envelope.received_at).collect();
+        let occurred: Vec<DateTime<Utc>> = events.iter().map(|(_, event)| event.occurred_at).collect();
+        let insert = tx.prepare_cached(INSERT_INBOX_ROWS).await?;
+        let rows = tx
+            .query(
+                &insert,
+                &[
+                    &endpoints,
+                    &keys,
+                    &envelope_ids,
+                    &providers,
+                    &types,
+                    &kinds,
+                    &ids,
+                    &received,
+                    &occurred,
+                    &field_issues,
+                ],
+            )
+            .await?;
+        let taken = rows
+            .iter()
+            .map(|row| ((row.get(0), row.get(1)), row.get(2)))
+            .collect();
+        Ok(BatchInbox {
+            taken,
+            given_back: HashSet::new(),
+        })
+    }
+
+    /// Where `event`'s inbox row stands, now that its turn has come (each event asks once).
+    fn row_of(&mut self, envelope: &Envelope, event: &DecodedEvent) -> InboxRow {
+        let key = (envelope.endpoint.clone(), event.dedupe_key.clone());
+        if self.taken.get(&key) == Some(&envelope.id) {
+            // Ours; a second copy of the same envelope later in the batch is a re-delivery.
+            self.taken.remove(&key);
+            InboxRow::Taken
+        } else if self.given_back.contains(&key) {
+            InboxRow::InsertNow
+        } else {
+            InboxRow::Seen
+        }
+    }
+
+    /// `event` inserted a given-back key itself and held: the key is taken again.
+    fn taken_again(&mut self, envelope: &Envelope, event: &DecodedEvent) {
+        self.given_back
+            .remove(&(envelope.endpoint.clone(), event.dedupe_key.clone()));
+    }
+
+    /// Deletes the rows the batch took for `events` (a delivery's failed event and the ones
+    /// after it): the event whose turn it was has rolled back to its savepoint, which the batch's
+    /// insert preceded. A later event with one of these keys then inserts it itself.
+    async fn give_back(
+        &mut self,
+        tx: &Transaction<'_>,
+        envelope: &Envelope,
+        events: &[DecodedEvent],
+    ) -> Result<(), StoreError> {
+        let delete = tx.prepare_cached(DELETE_INBOX_ROW).await?;
+        for (n, event) in events.iter().enumerate() {
+            let key = (envelope.endpoint.clone(), event.dedupe_key.clone());
+            // The failed event's row is the batch's unless it inserted the key itself (and its
+            // rollback removed it); the untried ones' rows are the batch's if it took them.
+            let ours = if n == 0 {
+                !self.given_back.contains(&key)
+            } else {
+                self.taken.get(&key) == Some(&envelope.id)
+            };
+            if ours {
+                self.taken.remove(&key);
+                tx.execute(&delete, &[&key.0, &key.1]).await?;
+                self.given_back.insert(key);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One text column of a batch's events, for a multi-row statement.
+fn text_column<'a>(
+    events: &[(&'a Envelope, &'a DecodedEvent)],
+    value: impl Fn(&'a Envelope, &'a DecodedEvent) -> &'a str,
+) -> Vec<&'a str> {
+    events
+        .iter()
+        .map(|(envelope, event)| value(envelope, event))
+        .collect()
+}
+
 /// One event under its savepoint. The outer `Result` is the transaction's (a savepoint statement
 /// failed: the whole attempt is lost); the inner one is the event's (rolled back to its savepoint,
 /// the transaction goes on) and, when it held, the raw and outbox rows it leaves to the caller.
+#[allow(clippy::too_many_arguments)]
 async fn apply_in_savepoint(
     tx: &Transaction<'_>,
     store: &Store,
@@ -416,48 +598,51 @@ async fn apply_in_savepoint(
     event: &DecodedEvent,
     options: ApplyOptions,
     entities: &mut HashMap<EntityKey, Locked>,
+    row: InboxRow,
 ) -> Result<Result<(ApplyReport, LaterWrites), StoreError>, StoreError> {
-    // Pipelined: the savepoint statement and the inbox insert leave in one write; Postgres runs
-    // them in order. A failed savepoint statement aborts the transaction and is returned first.
-    let (opened, inserted) = join(tx.batch_execute(savepoint), insert_inbox(tx, envelope, event)).await;
-    opened?;
     let key = key_of(&event.entity);
-    let applied = match inserted {
-        Ok(true) => {
-            let Some(entity) = entities.get(&key) else {
-                return Err(StoreError::Corrupt(
-                    "event of an entity the batch did not lock".into(),
-                ));
-            };
-            // Applied to a copy: if the savepoint rolls back, the state stays as it was, and so
-            // do the rows kept for later.
-            let mut state = entity.state.clone();
-            let mut writes = LaterWrites::default();
-            let bookkeeping = Bookkeeping::Later(&mut writes);
-            apply_locked(tx, &store.keys, envelope, event, options, &mut state, bookkeeping)
-                .await
-                .map(|report| (report, state, writes))
-        }
-        Ok(false) => {
-            // Seen before: undo the failed insert, count the re-delivery on the row that has it.
-            tx.batch_execute(ROLLBACK_TO_SAVEPOINT).await?;
-            let count = tx.prepare_cached(COUNT_DUPLICATE).await?;
-            tx.execute(&count, &[&envelope.endpoint, &event.dedupe_key])
-                .await?;
-            return Ok(Ok((
-                ApplyReport::only(Outcome::Duplicate),
-                LaterWrites::default(),
-            )));
-        }
-        Err(e) => Err(e),
+    let Some(entity) = entities.get(&key) else {
+        return Err(StoreError::Corrupt(
+            "event of an entity the batch did not lock".into(),
+        ));
     };
+    // Applied to a copy: if the savepoint rolls back, the state stays as it was, and so do the
+    // rows kept for later.
+    let mut state = entity.state.clone();
+    let mut writes = LaterWrites::default();
+    let apply = async {
+        if row == InboxRow::InsertNow && !insert_inbox(tx, envelope, event).await? {
+            return Ok(None);
+        }
+        let bookkeeping = Bookkeeping::Later(&mut writes);
+        apply_locked(tx, &store.keys, envelope, event, options, &mut state, bookkeeping)
+            .await
+            .map(Some)
+    };
+    // Pipelined: the savepoint statement and the event's first statement leave in one write;
+    // Postgres runs them in order. A failed savepoint statement aborts the transaction and is
+    // returned first.
+    let (opened, applied) = join(tx.batch_execute(savepoint), apply).await;
+    opened?;
     match applied {
-        Ok((report, state, writes)) => {
+        Ok(Some(report)) => {
             if let Some(entity) = entities.get_mut(&key) {
                 entity.state = state;
                 entity.changed = true;
             }
             Ok(Ok((report, writes)))
+        }
+        Ok(None) => {
+            // Inserted meanwhile by another transaction (not possible while we hold the entity,
+            // but the inbox decides): undo the failed insert, count the re-delivery.
+            tx.batch_execute(ROLLBACK_TO_SAVEPOINT).await?;
+            let count = tx.prepare_cached(COUNT_DUPLICATE).await?;
+            tx.execute(&count, &[&envelope.endpoint, &event.dedupe_key])
+                .await?;
+            Ok(Ok((
+                ApplyReport::only(Outcome::Duplicate),
+                LaterWrites::default(),
+            )))
         }
         Err(e) => {
             tx.batch_execute(ROLLBACK_TO_SAVEPOINT).await?;
