@@ -328,8 +328,10 @@ impl LaterWrites {
             },
         )
         .await;
-        raw_written?;
-        outbox_written?;
+        both(
+            raw_written.map_err(StoreError::from),
+            outbox_written.map_err(StoreError::from),
+        )?;
         Ok(())
     }
 }
@@ -356,14 +358,13 @@ pub(crate) async fn apply_locked(
         } => {
             if !state.applied_types.contains(prerequisite) {
                 let limit = options.park_limit.unwrap_or(Duration::from_secs(*limit_secs));
-                // Pipelined (one write, statements run in order); the first error is the one.
+                // Pipelined (one write, statements run in order); see `both` for the error.
                 let (raw, parked) = join(
                     insert_raw(tx, keys, envelope),
                     park(tx, keys, envelope, event, prerequisite, limit),
                 )
                 .await;
-                raw?;
-                parked?;
+                both(raw, parked)?;
                 return Ok(ApplyReport::only(Outcome::Parked));
             }
             Mode::Apply
@@ -396,15 +397,14 @@ pub(crate) async fn apply_locked(
     };
     let effected = match &mut bookkeeping {
         // The raw event and the effect's first statements leave in one write (Postgres runs
-        // them in order); the first error is the one to report.
+        // them in order); see `both` for the error reported.
         Bookkeeping::Now => {
             let (raw, effected) = join(
                 insert_raw(tx, keys, envelope),
                 effects::apply(tx, keys, event, envelope.id, mode),
             )
             .await;
-            raw?;
-            effected?
+            both(raw, effected)?.1
         }
         Bookkeeping::Later(later) => {
             later.raw.push(RawRow::sealed(keys, envelope));
@@ -473,6 +473,19 @@ pub(crate) async fn apply_locked(
         released,
         parked_dead_letters,
     })
+}
+
+/// Two pipelined statements' results, or the error that caused the failure: a statement Postgres
+/// runs after a failed one fails too, with 25P02 (transaction aborted), and a statement prepared
+/// on the way (first use on a connection) can leave after one awaited later — so the order of
+/// the futures does not tell which failed first.
+fn both<A, B>(a: Result<A, StoreError>, b: Result<B, StoreError>) -> Result<(A, B), StoreError> {
+    const ABORTED: Option<&str> = Some("25P02");
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (Err(e), Err(f)) if e.code() == ABORTED => Err(f),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    }
 }
 
 /// An envelope as received, its body sealed: a `raw_events` row.
