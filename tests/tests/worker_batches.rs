@@ -625,3 +625,65 @@ async fn two_workers_batching_the_same_entities_under_load_end_as_one_by_one_wit
     reference.drop_database().await;
     world.cleanup().await;
 }
+
+#[tokio::test]
+async fn deliveries_arriving_while_a_transaction_runs_gather_into_the_next_batch() {
+    let world = World::new("wb-gather").await;
+    let mut config = world.worker_config();
+    // Long enough that only the running transaction's end (or a full batch) closes the batch,
+    // and that the transaction waiting on the lock below waits instead of timing out.
+    config.batch_gather_ms = 10_000;
+    config.db_timeout_ms = 30_000;
+    let worker = world.start_worker(config).await;
+    let queue = world.topology.provider_queue(Provider::Spark);
+    let all_taken = || async { world.probe.count(&queue).await == 0 };
+
+    // Contact 700 exists; another session then holds its entity row.
+    world.publish(Provider::Spark, contact(700, "First")).await;
+    world.wait_count("SELECT count(*) FROM inbox", 1, DEADLINE).await;
+    let mut holder = world.db.client().await;
+    let held = holder.transaction().await.expect("begin");
+    held.execute(
+        "SELECT 1 FROM entities WHERE kind = 'contact' AND id = '700' FOR UPDATE",
+        &[],
+    )
+    .await
+    .expect("lock contact 700");
+    // Its next snapshot is taken alone (nothing else runs) and its transaction waits on the lock.
+    world.publish(Provider::Spark, contact(700, "Second")).await;
+    world
+        .wait_count(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            1,
+            DEADLINE,
+        )
+        .await;
+    // Ten contacts, each published once the one before reached the worker: without gathering,
+    // each would go in a batch of its own.
+    for id in 701..711 {
+        world.publish(Provider::Spark, contact(id, "Other")).await;
+        assert!(wait_until(DEADLINE, all_taken).await, "delivered to the worker");
+    }
+    assert_eq!(
+        world.count("SELECT count(*) FROM inbox").await,
+        1,
+        "none of them applied while the transaction runs"
+    );
+    held.rollback().await.expect("release contact 700");
+    world.wait_count("SELECT count(*) FROM inbox", 12, DEADLINE).await;
+
+    // Batches: the first snapshot, the second one, and the ten together (at most one straggler
+    // taken between the last delivery reaching the worker and the lock's release).
+    let (sum, count) = batch_sizes(worker.addr).await;
+    assert_eq!(sum, 12.0);
+    assert!(count <= 4.0, "12 deliveries in {count} batches");
+    assert_eq!(
+        world
+            .count("SELECT count(*) FROM contacts WHERE spark_id = '700' AND first_name = 'Second'")
+            .await,
+        1
+    );
+    worker.stop().await.expect("stop");
+    world.cleanup().await;
+}

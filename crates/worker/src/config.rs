@@ -64,6 +64,13 @@ pub struct WorkerConfig {
     #[arg(long, env = "INTAKE_BATCH_LINGER_MS", default_value_t = 2)]
     pub batch_linger_ms: u64,
 
+    /// How long, at most, a batch that is not full keeps gathering deliveries while another
+    /// batch's transaction runs (milliseconds): under a moderate stream, a few full batches
+    /// instead of many small ones. A backlog fills batches at once; an idle worker never waits.
+    /// 0: never.
+    #[arg(long, env = "INTAKE_BATCH_GATHER_MS", default_value_t = 20)]
+    pub batch_gather_ms: u64,
+
     /// Postgres connections in the pool (more than the concurrency: maintenance needs one).
     #[arg(long, env = "INTAKE_DB_POOL_SIZE", default_value_t = 12)]
     pub db_pool_size: usize,
@@ -253,6 +260,7 @@ impl WorkerConfig {
             max_size: self.batch_size,
             linger: Duration::from_millis(self.batch_linger_ms),
             at_once: self.concurrency,
+            gather_while_busy: Duration::from_millis(self.batch_gather_ms),
         }
     }
 
@@ -349,10 +357,12 @@ mod tests {
         config.concurrency = 3;
         config.batch_size = 10;
         config.batch_linger_ms = 7;
+        config.batch_gather_ms = 15;
         let batching = config.batching();
         assert_eq!(batching.at_once, 3);
         assert_eq!(batching.max_size, 10);
         assert_eq!(batching.linger, Duration::from_millis(7));
+        assert_eq!(batching.gather_while_busy, Duration::from_millis(15));
         assert_eq!(batching.deliveries_in_flight(), 30);
     }
 

@@ -1,17 +1,19 @@
 //! Batches for a [`BatchHandler`] (the ingest worker's group commit): deliveries gathered up to a
-//! size — lingering for more only while several arrive at once, so a lone delivery never waits —
-//! handed over together, and each verdict settled exactly as [`ConsumerRuntime::run`] settles one.
+//! size — lingering for more only while several arrive at once, and, while another batch is being
+//! handled, gathering until it ends, so a lone delivery on an idle consumer never waits and a
+//! moderate stream forms a few full batches instead of many small ones — handed over together,
+//! and each verdict settled exactly as [`ConsumerRuntime::run`] settles one.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use futures_util::future::join_all;
 use intake_broker::{Delivery, Disposition};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{ConsumerRuntime, OnSettled};
@@ -28,6 +30,12 @@ pub struct Batching {
     pub linger: Duration,
     /// Batches handled at once (for the ingest worker: transactions at once).
     pub at_once: usize,
+    /// How long, at most, a batch that is not full keeps gathering while another batch is being
+    /// handled (until that one ends, or it is full). Under a moderate stream this takes the
+    /// deliveries that arrive during a transaction into the next one instead of starting a
+    /// transaction for each; a backlog fills batches at once and never waits; an idle consumer
+    /// has nothing running. Zero: never.
+    pub gather_while_busy: Duration,
 }
 
 impl Batching {
@@ -68,12 +76,18 @@ impl ConsumerRuntime {
         self.register_gauges();
         let (sender, receiver) = mpsc::channel::<Waiting>(batching.deliveries_in_flight());
         let receiver = Arc::new(Mutex::new(receiver));
+        let running = Arc::new(Running::default());
         let mut batchers = tokio::task::JoinSet::new();
         for _ in 0..batching.at_once.max(1) {
-            let (runtime, handler, receiver, stop) =
-                (self.clone(), handler.clone(), receiver.clone(), shutdown.clone());
+            let (runtime, handler, receiver, stop, running) = (
+                self.clone(),
+                handler.clone(),
+                receiver.clone(),
+                shutdown.clone(),
+                running.clone(),
+            );
             batchers.spawn(async move {
-                while let Some(batch) = next_batch(&receiver, batching).await {
+                while let Some(batch) = next_batch(&receiver, batching, &running).await {
                     if stop.is_cancelled() {
                         // Shutting down: deliveries not started yet go back to the broker at once,
                         // so that the batches already running finish and ack within the grace.
@@ -82,6 +96,7 @@ impl ConsumerRuntime {
                         }
                         continue;
                     }
+                    let _counted = Handling::start(&running);
                     runtime.handle_batch(&*handler, batch, &stop).await;
                 }
             });
@@ -197,9 +212,39 @@ async fn judge_once<H: BatchHandler>(handler: &H, deliveries: &[Delivery]) -> Op
     }
 }
 
+/// Batches being handled right now, and a signal each time one ends.
+#[derive(Default)]
+struct Running {
+    batches: AtomicUsize,
+    ended: Notify,
+}
+
+/// One batch counted as being handled until dropped, even if its task is cancelled midway.
+struct Handling<'a>(&'a Running);
+
+impl<'a> Handling<'a> {
+    fn start(running: &'a Running) -> Handling<'a> {
+        running.batches.fetch_add(1, Ordering::AcqRel);
+        Handling(running)
+    }
+}
+
+impl Drop for Handling<'_> {
+    fn drop(&mut self) {
+        self.0.batches.fetch_sub(1, Ordering::AcqRel);
+        self.0.ended.notify_waiters();
+    }
+}
+
 /// The next batch: what is ready now, up to the size; if several were ready but the batch is not
-/// full, more arriving within the linger. `None` once the consumer is gone and nothing is left.
-async fn next_batch(receiver: &Mutex<mpsc::Receiver<Waiting>>, batching: Batching) -> Option<Vec<Waiting>> {
+/// full, more arriving within the linger; then, while another batch is being handled, more
+/// arriving until it ends (at most `gather_while_busy`). `None` once the consumer is gone and
+/// nothing is left.
+async fn next_batch(
+    receiver: &Mutex<mpsc::Receiver<Waiting>>,
+    batching: Batching,
+    running: &Running,
+) -> Option<Vec<Waiting>> {
     let max = batching.max_size.max(1);
     // One task gathers at a time, so batches fill instead of splitting what is ready between them.
     let mut receiver = receiver.lock().await;
@@ -218,6 +263,25 @@ async fn next_batch(receiver: &Mutex<mpsc::Receiver<Waiting>>, batching: Batchin
             match tokio::time::timeout_at(deadline, receiver.recv()).await {
                 Ok(Some(waiting)) => batch.push(waiting),
                 _ => break,
+            }
+        }
+    }
+    if !batching.gather_while_busy.is_zero() {
+        let deadline = tokio::time::Instant::now() + batching.gather_while_busy;
+        while batch.len() < max {
+            // Registered before the count is read, so an end in between is not missed.
+            let ended = running.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if running.batches.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            tokio::select! {
+                more = tokio::time::timeout_at(deadline, receiver.recv()) => match more {
+                    Ok(Some(waiting)) => batch.push(waiting),
+                    _ => break,
+                },
+                () = &mut ended => break,
             }
         }
     }
