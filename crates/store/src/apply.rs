@@ -431,17 +431,10 @@ pub(crate) async fn apply_locked(
         release(tx, keys, event, state, &mut out).await?;
     }
     if let Bookkeeping::Later(later) = bookkeeping {
+        // Kept for the batch's one outbox insert; none left to write here.
         later
             .outbox
-            .extend(changed_contacts.into_iter().map(|contact| (contact, envelope.id)));
-        if outcome != Outcome::Applied {
-            set_outcome(tx, &envelope.endpoint, &event.dedupe_key, outcome.as_str()).await?;
-        }
-        return Ok(ApplyReport {
-            outcome,
-            released,
-            parked_dead_letters,
-        });
+            .extend(changed_contacts.drain(..).map(|contact| (contact, envelope.id)));
     }
     // Outbox rows and the outcome: independent writes, pipelined.
     let outbox = tx

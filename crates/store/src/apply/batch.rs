@@ -344,13 +344,8 @@ impl Store {
                 let row = inbox.row_of(delivery.envelope, event);
                 if row == InboxRow::Seen {
                     // A re-delivery: counted on the row that has it, nothing to undo.
-                    let count = tx.prepare_cached(COUNT_DUPLICATE).await?;
-                    within(
-                        step,
-                        tx.execute(&count, &[&delivery.envelope.endpoint, &event.dedupe_key]),
-                    )
-                    .await?;
-                    result.reports.push(ApplyReport::only(Outcome::Duplicate));
+                    let report = within(step, count_redelivery(&tx, delivery.envelope, event)).await?;
+                    result.reports.push(report);
                     continue;
                 }
                 let savepoint = if first { SAVEPOINT } else { NEXT_SAVEPOINT };
@@ -575,6 +570,18 @@ impl BatchInbox {
     }
 }
 
+/// A re-delivery of an event whose inbox row exists: counted on that row, nothing applied.
+async fn count_redelivery(
+    tx: &Transaction<'_>,
+    envelope: &Envelope,
+    event: &DecodedEvent,
+) -> Result<ApplyReport, StoreError> {
+    let count = tx.prepare_cached(COUNT_DUPLICATE).await?;
+    tx.execute(&count, &[&envelope.endpoint, &event.dedupe_key])
+        .await?;
+    Ok(ApplyReport::only(Outcome::Duplicate))
+}
+
 /// One text column of a batch's events, for a multi-row statement.
 fn text_column<'a>(
     events: &[(&'a Envelope, &'a DecodedEvent)],
@@ -636,13 +643,8 @@ async fn apply_in_savepoint(
             // Inserted meanwhile by another transaction (not possible while we hold the entity,
             // but the inbox decides): undo the failed insert, count the re-delivery.
             tx.batch_execute(ROLLBACK_TO_SAVEPOINT).await?;
-            let count = tx.prepare_cached(COUNT_DUPLICATE).await?;
-            tx.execute(&count, &[&envelope.endpoint, &event.dedupe_key])
-                .await?;
-            Ok(Ok((
-                ApplyReport::only(Outcome::Duplicate),
-                LaterWrites::default(),
-            )))
+            let report = count_redelivery(tx, envelope, event).await?;
+            Ok(Ok((report, LaterWrites::default())))
         }
         Err(e) => {
             tx.batch_execute(ROLLBACK_TO_SAVEPOINT).await?;
